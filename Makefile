@@ -1,0 +1,41 @@
+# shiftray: `make demo` and `make test` work on a fresh machine (they create .venv).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SHIFTRAY_DATA_DIR ?= $(abspath ../shared/data)
+export HF_HUB_OFFLINE ?= 1
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export WANDB_SILENT ?= true
+
+.PHONY: install demo test test-fast lint bench bench-accuracy clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shiftray run jobs/digits/mnist-usps-erm.yaml jobs/digits/mnist-usps-dann.yaml \
+		resources.num_workers=2 tracking.output_dir=runs/demo --restart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests -m "not ray"
+
+lint: $(STAMP)
+	$(BIN)/ruff check platform serve jobs tests bench
+
+bench: bench-accuracy
+
+bench-accuracy: $(STAMP)
+	$(BIN)/python bench/accuracy.py
+
+clean:
+	rm -rf runs .pytest_cache

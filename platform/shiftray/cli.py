@@ -1,0 +1,227 @@
+"""The `shiftray` command line: run, validate, ls, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from shiftray.config.load import SpecError, dump_spec, load_spec
+from shiftray.data.files import DataNotFoundError
+
+
+def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
+    jobs = [a for a in items if "=" not in a]
+    overrides = [a for a in items if "=" in a]
+    return jobs, overrides
+
+
+def print_table(rows: list[dict], columns: list[str], out=None) -> None:
+    out = out or sys.stdout
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    out.write(line + "\n" + "  ".join("-" * w for w in widths) + "\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + "\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from shiftray.data.loading import load_domain_data
+    from shiftray.progress import LiveProgress
+    from shiftray.train.launch import fit, fit_local, run_dir_for
+
+    jobs, overrides = _split_args(args.items)
+    if not jobs:
+        raise SpecError("shiftray run needs at least one job spec (a .yaml file)")
+    specs = [load_spec(j, overrides) for j in jobs]  # every spec is checked before Ray starts
+    datas = [load_domain_data(s.data) for s in specs]  # and every data file found
+    rows = []
+    for spec, data in zip(specs, datas, strict=True):
+        run_dir = run_dir_for(spec)
+        if args.restart and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.yaml").write_text(dump_spec(spec))
+        print(
+            f"== {spec.name}: {spec.method.name} {spec.data.benchmark} {spec.data.source} -> "
+            f"{spec.data.target}, {spec.train.steps} steps, "
+            f"{'in-process' if args.no_ray else f'{spec.resources.num_workers} Ray Train worker(s)'}",
+            flush=True,
+        )
+        with LiveProgress(
+            run_dir,
+            spec.name,
+            spec.train.steps,
+            stream=None if not args.quiet else open("/dev/null", "w"),
+        ):
+            result = fit_local(spec, data) if args.no_ray else fit(spec, data, args.max_failures)
+        final = (
+            json.loads((run_dir / "result.json").read_text())
+            if (run_dir / "result.json").exists()
+            else result.metrics
+        )
+        rows.append(
+            {
+                "run": spec.name,
+                "method": spec.method.name,
+                "task": f"{spec.data.source}->{spec.data.target}",
+                "target_acc": f"{final.get('target_acc', float('nan')):.2f}",
+                "seconds": f"{result.seconds:.0f}",
+                "run_dir": str(result.run_dir),
+            }
+        )
+    print()
+    print_table(rows, ["run", "method", "task", "target_acc", "seconds", "run_dir"])
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    jobs, overrides = _split_args(args.items)
+    for j in jobs:
+        spec = load_spec(j, overrides)
+        print(
+            f"{j}: ok ({spec.method.name}, {spec.data.benchmark} {spec.data.source} -> {spec.data.target})"
+        )
+        if args.print:
+            print(dump_spec(spec))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from shiftray.registry import BACKBONES, DATASETS, METHODS, load_all
+
+    load_all()
+    for title, reg in (("backbones", BACKBONES), ("methods", METHODS), ("datasets", DATASETS)):
+        print(f"{title}:")
+        for name, doc in reg.describe():
+            print(f"  {name:<16} {doc}")
+        if title == "backbones":
+            print(
+                f"  {'timm/<name>':<16} any timm model, e.g. timm/resnet50 (pretrained from hub or a file)"
+            )
+    return 0
+
+
+def _bench_opts(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from shiftray.data.formats import to_table
+    from shiftray.data.sources import write_table
+    from shiftray.registry import DATASETS, load_all
+
+    load_all()
+    bench = DATASETS.get(args.benchmark)
+    opts = bench.Options.model_validate(_bench_opts(args.option))
+    domains = args.domains or bench.domains(opts)
+    for d in domains:
+        for split in bench.splits:
+            arrays = bench.read(d, split, opts)
+            path = write_table(to_table(arrays, bench.class_names(opts)), args.out, d, split)
+            print(f"{path}  {len(arrays)} rows")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from shiftray.registry import DATASETS, load_all
+
+    load_all()
+    if Path(args.benchmark).is_dir():
+        bench, opts = DATASETS.get("parquet"), {"path": args.benchmark}
+    else:
+        bench, opts = DATASETS.get(args.benchmark), _bench_opts(args.option)
+    o = bench.Options.model_validate(opts)
+    classes = bench.class_names(o)
+    rows = []
+    for d in bench.domains(o) or []:
+        for split in bench.splits:
+            a = bench.read(d, split, o)
+            counts = np.bincount(a.y, minlength=len(classes)) if a.y is not None else []
+            rows.append(
+                {
+                    "domain": d,
+                    "split": split,
+                    "rows": len(a),
+                    "input": "x".join(map(str, a.x.shape[1:])),
+                    "classes": len(classes),
+                    "balance (min/max class %)": (
+                        f"{100 * counts.min() / len(a):.1f}/{100 * counts.max() / len(a):.1f}"
+                        if len(counts)
+                        else "unlabelled"
+                    ),
+                }
+            )
+    print(f"{args.benchmark}: classes {', '.join(classes)}")
+    print_table(rows, list(rows[0]) if rows else ["domain"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shiftray", description="Domain adaptation and transfer learning on Ray"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser(
+        "run", help="train one or more job specs (JOB.yaml ... [section.field=value ...])"
+    )
+    r.add_argument("items", nargs="+", metavar="JOB.yaml|override")
+    r.add_argument(
+        "--no-ray", action="store_true", help="run the loop in this process, without Ray"
+    )
+    r.add_argument(
+        "--restart", action="store_true", help="delete the run directory first (no resume)"
+    )
+    r.add_argument("--max-failures", type=int, default=0, help="worker-group restarts allowed")
+    r.add_argument("--quiet", action="store_true", help="no live progress")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check job specs without running them")
+    v.add_argument("items", nargs="+", metavar="JOB.yaml|override")
+    v.add_argument("--print", action="store_true", help="print the resolved spec")
+    v.set_defaults(func=cmd_validate)
+
+    ls = sub.add_parser("ls", help="list registered backbones, methods and datasets")
+    ls.set_defaults(func=cmd_ls)
+
+    d = sub.add_parser("data", help="prepare or inspect datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    prep = dsub.add_parser("prepare", help="write a benchmark as Parquet domain tables")
+    prep.add_argument("benchmark")
+    prep.add_argument("--out", required=True)
+    prep.add_argument("--domains", nargs="*")
+    prep.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    prep.set_defaults(func=cmd_data_prepare)
+    ins = dsub.add_parser(
+        "inspect", help="domains, sizes and class balance of a benchmark or Parquet dir"
+    )
+    ins.add_argument("benchmark")
+    ins.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    ins.set_defaults(func=cmd_data_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, DataNotFoundError, FileNotFoundError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""YAML + dotted overrides -> validated JobSpec, with errors a person can act on."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from shiftray.config.schema import JobSpec
+
+
+class SpecError(ValueError):
+    """A job spec is invalid; the message names each bad field and what is allowed."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise SpecError(f"override {text!r} must look like section.field=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise SpecError(f"override {text!r} has an empty field name")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise SpecError(f"override {text!r}: {part!r} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def _format(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid job spec {origin}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _prefix_method_params(raw: dict[str, Any], origin: str) -> None:
+    """Validate method.params by themselves so their errors carry the full dotted path."""
+    method = raw.get("method") or {}
+    if not isinstance(method, dict):
+        return
+    from shiftray.registry import METHODS, load_all
+
+    load_all()
+    name = method.get("name", "erm")
+    if name not in METHODS:
+        return
+    try:
+        METHODS.get(name).Params.model_validate(method.get("params") or {})
+    except ValidationError as e:
+        lines = [f"invalid job spec {origin}:"]
+        for x in e.errors():
+            loc = ".".join(["method", "params", *(str(p) for p in x["loc"])])
+            lines.append(f"  {loc}: {x['msg']} (got {x.get('input')!r})")
+        raise SpecError("\n".join(lines)) from None
+
+
+def spec_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> JobSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"invalid job spec {origin}: the top level must be a mapping")
+    _prefix_method_params(raw, origin)
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_format(e, origin)) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"job spec {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpecError(f"job spec {path} is not valid YAML: {e}") from None
+    return spec_from_dict(apply_overrides(raw, overrides or []), str(path))
+
+
+def dump_spec(spec: JobSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

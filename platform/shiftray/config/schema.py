@@ -1,0 +1,161 @@
+"""The job spec: one validated description of what to train, where, and how to track it.
+
+Every section is a small pydantic model with ``extra="forbid"`` so a misspelt key fails with
+its dotted path. Names that refer to registered components (benchmarks, backbones, methods)
+are checked against their registries, and the error lists what is registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shiftray.registry import BACKBONES, DATASETS, METHODS, load_all
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSpec(Strict):
+    """Which domains to adapt between."""
+
+    benchmark: str = Field("digits", description="registered dataset (shiftray ls)")
+    source: str = Field(..., description="source domain (labelled)")
+    target: str = Field(..., description="target domain (its labels are never read in training)")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+
+    @field_validator("benchmark")
+    @classmethod
+    def _known_benchmark(cls, v: str) -> str:
+        load_all()
+        DATASETS.get(v)
+        return v
+
+    @model_validator(mode="after")
+    def _known_domains(self) -> DataSpec:
+        bench = DATASETS.get(self.benchmark)
+        opts = bench.Options.model_validate(self.options)
+        domains = bench.domains(opts)
+        for field in ("source", "target"):
+            value = getattr(self, field)
+            if domains is not None and value not in domains:
+                raise ValueError(
+                    f"{field}={value!r} is not a domain of {self.benchmark!r}; "
+                    f"allowed: {', '.join(domains)}"
+                )
+        return self
+
+
+class ModelSpec(Strict):
+    """Backbone + bottleneck + classifier."""
+
+    backbone: str = Field("lenet", description="registered backbone or timm/<name>")
+    pretrained: bool | str = Field(
+        False, description="false, true (hub weights) or a path to a weights file"
+    )
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    bottleneck_dim: int = Field(256, ge=0, description="0 = no bottleneck")
+    bottleneck_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        load_all()
+        if v.startswith("timm/"):
+            return v
+        BACKBONES.get(v)
+        return v
+
+
+class MethodSpec(Strict):
+    """The adaptation method and its hyper-parameters (validated by the method's Params)."""
+
+    name: str = "erm"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        load_all()
+        METHODS.get(v)
+        return v
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> MethodSpec:
+        self.resolved_params()
+        return self
+
+    def resolved_params(self) -> BaseModel:
+        return METHODS.get(self.name).Params.model_validate(self.params)
+
+
+class FinetuneSpec(Strict):
+    """How the pre-trained part is trained (more strategies arrive with the transfer issue)."""
+
+    backbone_lr_scale: float = Field(1.0, ge=0.0, description="backbone lr = lr x this; 0 freezes")
+
+
+class OptimSpec(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    weight_decay: float = Field(1e-3, ge=0.0)
+    schedule: Literal["constant", "inv", "cosine"] = Field(
+        "inv", description="inv: lr (1 + gamma p)^-power (Ganin & Lempitsky 2015)"
+    )
+    inv_gamma: float = Field(10.0, ge=0.0)
+    inv_power: float = Field(0.75, ge=0.0)
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training")
+    grad_clip: float | None = Field(None, gt=0.0)
+
+
+class TrainSpec(Strict):
+    steps: int = Field(2000, gt=0)
+    batch_size: int = Field(64, gt=0, description="per domain, summed over workers")
+    eval_batch_size: int = Field(1000, gt=0)
+    eval_every: int = Field(500, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(50, gt=0)
+    seed: int = 0
+
+
+class ResourcesSpec(Strict):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
+
+
+class TrackingSpec(Strict):
+    wandb: Literal["online", "offline", "disabled"] = Field(
+        "offline", description="online needs WANDB_API_KEY; offline writes under the run dir"
+    )
+    project: str = "shiftray"
+    output_dir: str = Field("runs", description="runs are written to <output_dir>/<name>")
+
+
+class JobSpec(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> JobSpec:
+        if self.train.batch_size % self.resources.num_workers:
+            raise ValueError(
+                f"train.batch_size={self.train.batch_size} must be divisible by "
+                f"resources.num_workers={self.resources.num_workers}"
+            )
+        return self

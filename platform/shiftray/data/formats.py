@@ -1,0 +1,104 @@
+"""The one table schema for domain data, and conversions between tables and arrays.
+
+Every reader (benchmarks, Parquet, generated data) produces a ``pyarrow.Table`` with:
+
+- ``input``:  list<float32>, the example flattened row-major; its shape is in the metadata
+- ``label``:  int64, nullable (unlabelled target data has nulls)
+- ``domain``: string
+- ``split``:  string (``train`` / ``test``)
+
+and schema metadata ``shiftray.input_shape`` (JSON list) and ``shiftray.classes`` (JSON list).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA = pa.schema(
+    [
+        pa.field("input", pa.list_(pa.float32()), nullable=False),
+        pa.field("label", pa.int64(), nullable=True),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+
+
+@dataclass
+class DomainArrays:
+    """One domain split in memory: inputs ``x`` (N, *shape) float32, labels ``y`` (N,) or None."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    domain: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def without_labels(self) -> DomainArrays:
+        return DomainArrays(self.x, None, self.domain, self.split)
+
+
+@dataclass
+class DomainData:
+    """What a training job needs: labelled source, unlabelled target, labelled target test."""
+
+    source: DomainArrays
+    target: DomainArrays
+    target_test: DomainArrays
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def to_table(
+    arrays: DomainArrays, classes: list[str], input_shape: tuple[int, ...] | None = None
+) -> pa.Table:
+    x = np.ascontiguousarray(arrays.x, dtype=np.float32)
+    n = x.shape[0]
+    shape = tuple(input_shape or x.shape[1:])
+    flat = pa.array(x.reshape(-1), type=pa.float32())
+    offsets = pa.array(np.arange(0, n + 1, dtype=np.int32) * int(np.prod(shape)), type=pa.int32())
+    inputs = pa.ListArray.from_arrays(offsets, flat)
+    labels = pa.nulls(n, pa.int64()) if arrays.y is None else pa.array(arrays.y, pa.int64())
+    meta = {
+        b"shiftray.input_shape": json.dumps(list(shape)).encode(),
+        b"shiftray.classes": json.dumps(list(classes)).encode(),
+    }
+    return pa.Table.from_arrays(
+        [inputs, labels, pa.array([arrays.domain] * n), pa.array([arrays.split] * n)],
+        schema=SCHEMA.with_metadata(meta),
+    )
+
+
+def table_meta(table: pa.Table) -> tuple[tuple[int, ...], list[str]]:
+    meta = table.schema.metadata or {}
+    try:
+        shape = tuple(json.loads(meta[b"shiftray.input_shape"]))
+        classes = list(json.loads(meta[b"shiftray.classes"]))
+    except KeyError as e:
+        raise ValueError(
+            f"table lacks shiftray metadata {e.args[0]!r}; write it with shiftray data prepare"
+        ) from None
+    return shape, classes
+
+
+def from_table(table: pa.Table) -> DomainArrays:
+    shape, _ = table_meta(table)
+    col = table.column("input").combine_chunks()
+    x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    x = x.reshape(len(table), *shape)
+    labels = table.column("label")
+    y = None if labels.null_count == len(table) else labels.to_numpy().astype(np.int64)
+    domain = table.column("domain")[0].as_py() if len(table) else ""
+    split = table.column("split")[0].as_py() if len(table) else ""
+    return DomainArrays(x, y, domain, split)

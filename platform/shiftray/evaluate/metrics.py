@@ -1,0 +1,58 @@
+"""Accuracy over a whole test set split across workers, summed with all-reduce.
+
+Rank r of w evaluates examples r, r+w, r+2w, ...: every example exactly once, none padded or
+repeated, so the all-reduced count equals the test-set size and accuracy is the global one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from shiftray.data.formats import DomainArrays
+
+
+@dataclass
+class EvalResult:
+    accuracy: float  # percent
+    loss: float
+    count: int
+    per_class: list[float]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: DomainArrays, batch_size: int, device: torch.device,
+    rank: int = 0, world: int = 1,
+) -> EvalResult:  # fmt: skip
+    if data.y is None:
+        raise ValueError(f"cannot evaluate on {data.domain!r}/{data.split!r}: it has no labels")
+    was_training = model.training
+    model.eval()
+    idx = np.arange(rank, len(data), world)
+    k = int(data.y.max()) + 1
+    stats = torch.zeros(3 + 2 * k, dtype=torch.float64)  # correct, loss_sum, count, per-class
+    for start in range(0, len(idx), batch_size):
+        sel = idx[start : start + batch_size]
+        x = torch.from_numpy(data.x[sel]).to(device)
+        y = torch.from_numpy(data.y[sel]).to(device)
+        logits, _ = model(x)
+        hit = (logits.argmax(1) == y).double().cpu()
+        stats[0] += hit.sum()
+        stats[1] += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
+        stats[2] += len(sel)
+        yc = y.cpu()
+        stats[3 : 3 + k] += torch.bincount(yc, weights=hit, minlength=k)[:k]
+        stats[3 + k :] += torch.bincount(yc, minlength=k)[:k].double()
+    if world > 1 and dist.is_initialized():
+        reduced = stats.to(device)  # NCCL reduces device tensors, gloo CPU ones
+        dist.all_reduce(reduced)
+        stats = reduced.cpu()
+    model.train(was_training)
+    count = int(stats[2])
+    per_class = (100.0 * stats[3 : 3 + k] / stats[3 + k :].clamp(min=1)).tolist()
+    return EvalResult(100.0 * float(stats[0]) / count, float(stats[1]) / count, count, per_class)

@@ -1,0 +1,84 @@
+"""DANN: domain-adversarial training with a gradient reversal layer.
+
+Ganin & Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 2015;
+Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 17(59), 2016.
+
+With features f = G(x), classifier C and domain discriminator D (output: logit of "source"),
+
+    L = CE(C(f_s), y_s) + trade_off * [ BCE(D(R_l(f_s)), 1) + BCE(D(R_l(f_t)), 0) ] / 2
+
+where R_l is the gradient reversal layer: identity forward, gradient times -l backward. So D
+minimises the domain loss while G maximises it (a min-max game solved by one SGD step).
+l follows the paper's schedule l(p) = grl_max * (2 / (1 + exp(-grl_alpha p)) - 1), a pure
+function of progress p (no iteration counter hidden in the layer). Source and target go
+through the network in one joint forward pass, so BatchNorm statistics see both domains.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from shiftray.methods.base import AdaptationMethod, StepOutput
+from shiftray.methods.layers import grad_reverse, sigmoid_ramp
+from shiftray.models.heads import DomainDiscriminator
+from shiftray.registry import METHODS
+
+
+class DANNParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trade_off: float = Field(1.0, ge=0.0, description="weight of the domain loss")
+    disc_hidden: list[int] = Field([1024, 1024], description="discriminator hidden sizes")
+    disc_batch_norm: bool = True
+    disc_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    grl_alpha: float = Field(10.0, ge=0.0, description="steepness of the GRL ramp")
+    grl_max: float = Field(1.0, ge=0.0, description="final GRL coefficient")
+
+
+def domain_adversarial_loss(
+    discriminator: torch.nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, coeff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean BCE of the discriminator on reversed source (label 1) and target (label 0) features."""
+    d = discriminator(grad_reverse(torch.cat([f_s, f_t]), coeff)).squeeze(1)
+    labels = torch.cat([d.new_ones(len(f_s)), d.new_zeros(len(f_t))])
+    loss = 0.5 * (
+        F.binary_cross_entropy_with_logits(d[: len(f_s)], labels[: len(f_s)])
+        + F.binary_cross_entropy_with_logits(d[len(f_s) :], labels[len(f_s) :])
+    )
+    acc = ((d > 0).float() == labels).float().mean()
+    return loss, acc
+
+
+@METHODS.register("dann")
+class DANN(AdaptationMethod):
+    """Domain-adversarial neural network (Ganin et al., JMLR 2016), gradient reversal."""
+
+    Params = DANNParams
+
+    def __init__(self, params: DANNParams, info) -> None:
+        super().__init__(params, info)
+        self.discriminator = DomainDiscriminator(
+            info.feature_dim, params.disc_hidden, params.disc_batch_norm, params.disc_dropout
+        )
+
+    def grl_coeff(self, progress: float) -> float:
+        return sigmoid_ramp(progress, self.params.grl_alpha, self.params.grl_max)
+
+    def forward(self, model, batch, progress):
+        n_s = len(batch.x_s)
+        logits, features = model(torch.cat([batch.x_s, batch.x_t]))
+        cls_loss = F.cross_entropy(logits[:n_s], batch.y_s)
+        coeff = self.grl_coeff(progress)
+        transfer, domain_acc = domain_adversarial_loss(
+            self.discriminator, features[:n_s], features[n_s:], coeff
+        )
+        loss = cls_loss + self.params.trade_off * transfer
+        logs = {
+            "cls_loss": cls_loss.detach(),
+            "transfer_loss": transfer.detach(),
+            "domain_acc": domain_acc.detach(),
+            "source_acc": (logits[:n_s].argmax(1) == batch.y_s).float().mean().detach(),
+            "grl_coeff": torch.tensor(coeff),
+        }
+        return StepOutput(loss, logs)

@@ -1,0 +1,22 @@
+"""Source only (empirical risk minimisation): the baseline every adaptation method must beat."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from shiftray.methods.base import AdaptationMethod, StepOutput
+from shiftray.registry import METHODS
+
+
+@METHODS.register("erm")
+class ERM(AdaptationMethod):
+    """Source only: L = CE(h(x_s), y_s). Target data is not used.
+
+    The lower bound of the adaptation table (the "source only" rows of the DANN/CDAN papers).
+    """
+
+    def forward(self, model, batch, progress):
+        logits, _ = model(batch.x_s)
+        loss = F.cross_entropy(logits, batch.y_s)
+        acc = (logits.argmax(1) == batch.y_s).float().mean()
+        return StepOutput(loss, {"cls_loss": loss.detach(), "source_acc": acc.detach()})

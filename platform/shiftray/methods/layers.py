@@ -1,0 +1,28 @@
+"""Building blocks shared by methods: gradient reversal and progress ramps (pure functions)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.coeff * grad, None
+
+
+def grad_reverse(x: torch.Tensor, coeff: float) -> torch.Tensor:
+    """Identity forward; multiplies the gradient by ``-coeff`` backward (Ganin & Lempitsky 2015)."""
+    return _GradReverse.apply(x, coeff)
+
+
+def sigmoid_ramp(progress: float, alpha: float = 10.0, high: float = 1.0) -> float:
+    """``high * (2 / (1 + exp(-alpha p)) - 1)``: 0 at p=0, -> high as p -> 1 (DANN's lambda_p)."""
+    return high * (2.0 / (1.0 + math.exp(-alpha * progress)) - 1.0)

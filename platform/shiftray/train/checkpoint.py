@@ -1,0 +1,126 @@
+"""Run-directory checkpoints, written atomically.
+
+A checkpoint is a directory ``checkpoint_<step:08d>`` inside the run directory:
+
+- ``model.safetensors``   the AdaptModel (all serving needs, with spec.yaml and labels.json)
+- ``method.safetensors``  the method's own modules (discriminator, teacher, ...)
+- ``optimizer.pt``        optimizer state, loaded with ``weights_only=True``
+- ``state.json``          step, progress, seed, metrics
+- ``spec.yaml``           the resolved job spec
+- ``labels.json``         class names and input shape
+
+It is written into a hidden temporary directory, flushed, and renamed into place, so a
+directory with the final name is always complete; temporary leftovers are ignored and removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from shiftray.train.module import TrainModule
+
+CKPT_RE = re.compile(r"^checkpoint_(\d{8})$")
+
+
+@dataclass
+class TrainState:
+    step: int
+    total_steps: int
+    seed: int
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.total_steps
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint_{step:08d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(
+    run_dir: Path, module: TrainModule, optimizer: torch.optim.Optimizer | None,
+    state: TrainState, spec_yaml: str, labels: dict,
+) -> Path:  # fmt: skip
+    run_dir = Path(run_dir)
+    final = run_dir / checkpoint_name(state.step)
+    tmp = run_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    save_file(_tensors(module.model), tmp / "model.safetensors")
+    save_file(_tensors(module.method), tmp / "method.safetensors")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    files = {
+        "state.json": json.dumps(asdict(state) | {"progress": state.progress}, indent=1),
+        "spec.yaml": spec_yaml,
+        "labels.json": json.dumps(labels),
+    }
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved again (a resumed run): replace it whole
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(run_dir)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and CKPT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(CKPT_RE.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    for p in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in Path(run_dir).glob(".tmp-checkpoint_*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def read_state(ckpt: Path) -> TrainState:
+    raw = json.loads((Path(ckpt) / "state.json").read_text())
+    raw.pop("progress", None)
+    return TrainState(**raw)
+
+
+def load_checkpoint(
+    ckpt: Path, module: TrainModule, optimizer: torch.optim.Optimizer | None = None
+) -> TrainState:
+    ckpt = Path(ckpt)
+    module.model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    module.method.load_state_dict(load_file(ckpt / "method.safetensors"))
+    if optimizer is not None and (ckpt / "optimizer.pt").is_file():
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    return read_state(ckpt)

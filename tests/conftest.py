@@ -1,0 +1,56 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def real_data():
+    """The real benchmark files: skip when absent, unless SHIFTRAY_REQUIRE_DATA=1 (CI) says fail."""
+    d = os.environ.get("SHIFTRAY_DATA_DIR")
+    if d and (Path(d) / "usps" / "usps.h5").is_file():
+        return Path(d)
+    if os.environ.get("SHIFTRAY_REQUIRE_DATA") == "1":
+        pytest.fail(
+            f"SHIFTRAY_REQUIRE_DATA=1 but the benchmark files are not under SHIFTRAY_DATA_DIR={d!r}"
+        )
+    pytest.skip("benchmark data not available (set SHIFTRAY_DATA_DIR)")
+
+
+def synthetic_spec(**over):
+    """A tiny, fast job spec on generated data (no files), as a dict."""
+    spec = {
+        "name": "tiny",
+        "data": {
+            "benchmark": "synthetic",
+            "source": "a",
+            "target": "b",
+            "options": {"n": 256, "dim": 8},
+        },
+        "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": [32]}, "bottleneck_dim": 16},
+        "method": {"name": "dann", "params": {"disc_hidden": [16]}},
+        "optim": {"lr": 0.05},
+        "train": {
+            "steps": 40,
+            "batch_size": 32,
+            "eval_every": 20,
+            "checkpoint_every": 20,
+            "log_every": 10,
+        },
+        "tracking": {"wandb": "disabled"},
+    }
+    for key, value in over.items():
+        node = spec
+        *path, last = key.split("__")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return spec

@@ -1,0 +1,59 @@
+import pytest
+from conftest import synthetic_spec
+from shiftray.config.load import SpecError, apply_overrides, load_spec, spec_from_dict
+
+
+def test_valid_spec_and_defaults():
+    spec = spec_from_dict(synthetic_spec())
+    assert spec.method.name == "dann"
+    assert spec.method.resolved_params().trade_off == 1.0
+    assert spec.optim.schedule == "inv"
+
+
+def test_unknown_method_lists_registered():
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(synthetic_spec(method__name="dannn"))
+    msg = str(e.value)
+    assert "method.name" in msg and "'dannn'" in msg
+    assert "dann" in msg and "erm" in msg
+
+
+def test_invalid_field_value_names_field_and_allowed():
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(synthetic_spec(optim__name="sgdd"))
+    msg = str(e.value)
+    assert "optim.name" in msg and "'sgdd'" in msg and "'adamw'" in msg
+
+
+def test_unknown_key_and_bad_method_param():
+    with pytest.raises(SpecError, match=r"train\.stepz"):
+        spec_from_dict(synthetic_spec(train__stepz=3))
+    with pytest.raises(SpecError, match=r"method\.params\.trade_off"):
+        spec_from_dict(synthetic_spec(method__params={"trade_off": "lots"}))
+
+
+def test_unknown_domain_lists_domains():
+    with pytest.raises(SpecError, match=r"not a domain of 'digits'; allowed: mnist, usps"):
+        spec_from_dict(
+            synthetic_spec(data={"benchmark": "digits", "source": "svhn", "target": "usps"})
+        )
+
+
+def test_batch_must_split_over_workers():
+    with pytest.raises(SpecError, match="divisible"):
+        spec_from_dict(synthetic_spec(train__batch_size=33, resources__num_workers=2))
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    import yaml
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(synthetic_spec()))
+    spec = load_spec(
+        path, ["train.steps=7", "method.params.disc_hidden=[8, 8]", "optim.nesterov=false"]
+    )
+    assert spec.train.steps == 7
+    assert spec.method.resolved_params().disc_hidden == [8, 8]
+    assert spec.optim.nesterov is False
+    with pytest.raises(SpecError, match="section.field=value"):
+        apply_overrides({}, ["train.steps"])

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from shiftray.config.load import spec_from_dict
+from shiftray.data.benchmarks import AmazonReviews, Digits, OfficeCaltech10
+from shiftray.data.files import DataNotFoundError
+from shiftray.data.formats import from_table, to_table
+from shiftray.data.loading import load_domain_data
+from shiftray.data.synthetic import Synthetic
+
+
+def test_table_roundtrip_keeps_shape_labels_and_nulls():
+    arrays = Synthetic.read("a", "train", Synthetic.Options(n=20, dim=9, image=True))
+    table = to_table(arrays, ["c0", "c1", "c2"])
+    assert table.schema.field("label").nullable
+    back = from_table(table)
+    np.testing.assert_array_equal(back.x, arrays.x)
+    np.testing.assert_array_equal(back.y, arrays.y)
+    assert back.x.shape == (20, 1, 3, 3)
+    assert from_table(to_table(arrays.without_labels(), ["c0"])).y is None
+
+
+def test_parquet_prepare_and_read_back(tmp_path):
+    from shiftray.cli import main
+    from shiftray.data.sources import ParquetDomains
+
+    assert main(["data", "prepare", "synthetic", "--out", str(tmp_path), "-o", "n=50"]) == 0
+    opts = ParquetDomains.Options(path=str(tmp_path))
+    assert ParquetDomains.domains(opts) == ["a", "b"]
+    got = ParquetDomains.read("b", "test", opts)
+    want = Synthetic.read("b", "test", Synthetic.Options(n=50))
+    np.testing.assert_allclose(got.x, want.x)
+    spec = spec_from_dict(
+        {
+            "name": "p",
+            "data": {
+                "benchmark": "parquet",
+                "source": "a",
+                "target": "b",
+                "options": {"path": str(tmp_path)},
+            },
+        }
+    )
+    assert load_domain_data(spec.data).target.y is None
+
+
+def test_missing_data_names_files_and_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHIFTRAY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHIFTRAY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SHIFTRAY_OFFLINE", "1")
+    with pytest.raises(DataNotFoundError) as e:
+        Digits.read("usps", "train", Digits.Options())
+    msg = str(e.value)
+    assert "usps/usps.h5" in msg and "SHIFTRAY_DATA_DIR" in msg and str(tmp_path) in msg
+    assert "https://" in msg and "sha256" in msg
+
+
+def test_digits_real(real_data):
+    opts = Digits.Options()
+    mnist = Digits.read("mnist", "test", opts)
+    assert mnist.x.shape == (10000, 1, 28, 28) and mnist.x.min() >= 0 and mnist.x.max() <= 1
+    assert np.bincount(mnist.y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    usps = Digits.read("usps", "train", opts)
+    assert usps.x.shape == (7291, 1, 28, 28)
+    assert np.bincount(usps.y)[:3].tolist() == [1194, 1005, 731]
+    h5_test = Digits.read("usps", "test", Digits.Options(image_size=16))
+    lib_test = Digits.read("usps", "test", Digits.Options(image_size=16, usps_format="libsvm"))
+    np.testing.assert_array_equal(h5_test.y, lib_test.y)  # same samples, same order
+    corr = [
+        np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(h5_test.x[:50], lib_test.x[:50])
+    ]
+    assert np.median(corr) > 0.9
+
+
+def test_amazon_and_office_real(real_data):
+    books = AmazonReviews.read("books", "train", AmazonReviews.Options(features="counts"))
+    assert books.x.shape == (2000, 5000) and np.bincount(books.y).tolist() == [1000, 1000]
+    assert int((books.x > 0).sum()) == 184408  # nnz published with the files
+    kitchen = AmazonReviews.read("kitchen", "test", AmazonReviews.Options())
+    assert len(kitchen) == 5945
+    dslr = OfficeCaltech10.read("dslr", "train", OfficeCaltech10.Options())
+    assert dslr.x.shape == (157, 800)
+    assert np.bincount(dslr.y).tolist() == [12, 21, 12, 13, 10, 24, 22, 12, 8, 23]
+    np.testing.assert_allclose(dslr.x.mean(0), 0, atol=1e-5)
