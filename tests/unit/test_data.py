@@ -66,7 +66,7 @@ def test_digits_real(real_data):
     lib_test = Digits.read("usps", "test", Digits.Options(image_size=16, usps_format="libsvm"))
     np.testing.assert_array_equal(h5_test.y, lib_test.y)  # same samples, same order
     corr = [
-        np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(h5_test.x[:50], lib_test.x[:50])
+        np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(h5_test.x[:50], lib_test.x[:50], strict=True)
     ]
     assert np.median(corr) > 0.9
 
