@@ -48,6 +48,7 @@ class LiveProgress:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._started = time.time()
         self._last_line = ""
+        self._next_milestone = 0
 
     def __enter__(self) -> LiveProgress:
         self._thread.start()
@@ -81,8 +82,9 @@ class LiveProgress:
                 self.stream.write("\r\033[K" + text)
                 if "target_acc" in rec:
                     self.stream.write("\n")
-            else:
-                self.stream.write(text + "\n")
+            elif "target_acc" in rec or rec.get("step", 0) >= self._next_milestone:
+                self.stream.write(text + "\n")  # not a terminal: every 10% and every evaluation
+                self._next_milestone = rec.get("step", 0) + max(1, self.total // 10)
             self._last_line = text
         self.stream.flush()
 

@@ -1,0 +1,174 @@
+"""Accuracy benchmark: ERM and DANN, several seeds, on the real benchmark data.
+
+Runs the job specs in jobs/ in-process (the same training loop as Ray Train workers run), a
+few at a time on separate cores, and writes:
+
+- bench/results/accuracy.json: a list of {"benchmark", "task", "method", "seed", "target_acc",
+  "steps", "seconds"} (target_acc in percent, the final model: no target-label selection);
+- bench/results/accuracy.md: mean ± std per task and method beside the published figures.
+
+    python bench/accuracy.py                       # digits + amazon, erm + dann, seeds 0 1 2
+    python bench/accuracy.py --suites digits --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+AMAZON = {"b": "books", "d": "dvd", "e": "electronics", "k": "kitchen"}
+OFFICE = {"A": "amazon", "C": "caltech", "D": "dslr", "W": "webcam"}
+
+# Published figures (../shared/ANCHORS.md): TLlib digits (LeNet, full MNIST), DANN paper Table 1.
+PUBLISHED = {
+    ("digits", "mnist->usps"): {"erm": 82.1, "dann": 91.7},
+    ("digits", "usps->mnist"): {"erm": 74.6, "dann": 95.2},
+    **{
+        ("amazon", f"{s}->{t}"): {"dann": v}
+        for (s, t), v in zip(
+            [(a, b) for a in "bdek" for b in "bdek" if a != b],
+            [78.4, 73.3, 77.9, 72.3, 75.4, 78.3, 71.3, 73.8, 85.4, 70.9, 74.0, 84.3],
+            strict=True,
+        )
+    },
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    benchmark: str
+    task: str
+    method: str
+    seed: int
+    job: str
+    overrides: tuple[str, ...]
+
+
+def tasks(suites: list[str], methods: list[str], seeds: list[int]) -> list[Task]:
+    out = []
+    for seed in seeds:
+        for m in methods:
+            if "digits" in suites:
+                for s, t in (("mnist", "usps"), ("usps", "mnist")):
+                    out.append(Task("digits", f"{s}->{t}", m, seed, f"jobs/digits/{s}-{t}-{m}.yaml", ()))
+            if "amazon" in suites:
+                for s in "bdek":
+                    for t in "bdek":
+                        if s != t:
+                            ov = (f"data.source={AMAZON[s]}", f"data.target={AMAZON[t]}")
+                            out.append(Task("amazon", f"{s}->{t}", m, seed, f"jobs/amazon/{m}.yaml", ov))
+            if "office" in suites:
+                for s in "ACDW":
+                    for t in "ACDW":
+                        if s != t:
+                            ov = (f"data.source={OFFICE[s]}", f"data.target={OFFICE[t]}")
+                            out.append(Task("office_caltech", f"{s}->{t}", m, seed, f"jobs/office-caltech/{m}.yaml", ov))
+    # long runs first, so the pool ends together
+    return sorted(out, key=lambda t: t.benchmark != "digits")
+
+
+def run_task(task: Task) -> dict:
+    import torch
+
+    from shiftray.config.load import load_spec
+    from shiftray.data.loading import load_domain_data
+    from shiftray.train.loop import train_loop_per_worker
+
+    torch.set_num_threads(1)
+    spec = load_spec(ROOT / task.job, [*task.overrides, f"train.seed={task.seed}", "tracking.wandb=disabled"])
+    data = load_domain_data(spec.data)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train_loop_per_worker({"spec": spec.model_dump(mode="json"), "run_dir": run_dir, "data": data})
+    return {
+        "benchmark": task.benchmark,
+        "task": task.task,
+        "method": task.method,
+        "seed": task.seed,
+        "target_acc": round(result["target_acc"], 3),
+        "steps": spec.train.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def key(row: dict) -> tuple:
+    return (row["benchmark"], row["task"], row["method"], row["seed"])
+
+
+def summarize(rows: list[dict]) -> str:
+    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        groups.setdefault((r["benchmark"], r["task"]), {}).setdefault(r["method"], []).append(r["target_acc"])
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "erm", m))
+    head = "| benchmark | task | " + " | ".join(f"{m} (shiftray)" for m in methods)
+    head += " | " + " | ".join(f"{m} (published)" for m in methods) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(methods))]
+
+    def fmt(v: list[float]) -> str:
+        if not v:
+            return ""
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        return f"{statistics.mean(v):.1f} ± {sd:.1f} (n={len(v)})"
+
+    means: dict[tuple[str, str], list[float]] = {}
+    for (bench, task), by_m in sorted(groups.items()):
+        pub = PUBLISHED.get((bench, task), {})
+        cells = [fmt(by_m.get(m, [])) for m in methods] + [str(pub.get(m, "")) for m in methods]
+        lines.append(f"| {bench} | {task} | " + " | ".join(cells) + " |")
+        for m in methods:
+            if by_m.get(m):
+                means.setdefault((bench, m), []).append(statistics.mean(by_m[m]))
+    for bench in sorted({b for b, _ in means}):
+        cells = []
+        for m in methods:
+            v = means.get((bench, m), [])
+            cells.append(f"**{statistics.mean(v):.1f}** ({len(v)} tasks)" if v else "")
+        pubm = {
+            m: [PUBLISHED[k][m] for k in PUBLISHED if k[0] == bench and m in PUBLISHED[k]] for m in methods
+        }
+        cells += [f"{statistics.mean(v):.1f}" if v else "" for v in pubm.values()]
+        lines.append(f"| {bench} | mean | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suites", default="digits,amazon")
+    p.add_argument("--methods", default="erm,dann")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--procs", type=int, default=max(1, os.cpu_count() or 1))
+    p.add_argument("--out", default=str(RESULTS / "accuracy.json"))
+    args = p.parse_args()
+    todo = tasks(args.suites.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = {key(r): r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.procs) as pool:
+        futures = {pool.submit(run_task, t): t for t in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            row = fut.result()
+            rows[key(row)] = row
+            print(f"[{i}/{len(todo)}] {row['benchmark']} {row['task']} {row['method']} seed {row['seed']}: "
+                  f"{row['target_acc']:.2f}% ({row['seconds']:.0f} s)", flush=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(rows.values(), key=key), indent=1))
+            tmp.replace(out)
+    table = summarize(sorted(rows.values(), key=key))
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s -> {out}")
+
+
+if __name__ == "__main__":
+    main()

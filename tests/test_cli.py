@@ -1,0 +1,48 @@
+"""The command line: listing, validation and the errors a person sees."""
+
+import yaml
+from conftest import ROOT, synthetic_spec
+
+from shiftray.cli import main
+
+
+def test_ls_lists_components(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for name in ("lenet", "mlp", "dann", "erm", "digits", "amazon", "office_caltech"):
+        assert name in out
+
+
+def test_validate_reports_field_and_allowed_values(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(synthetic_spec(method={"name": "adda"})))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "method.name" in err and "unknown method 'adda'; registered: dann, erm" in err
+    assert main(["validate", str(ROOT / "jobs/digits/mnist-usps-dann.yaml"), "optim.schedule=linear"]) == 2
+    assert "optim.schedule" in capsys.readouterr().err
+
+
+def test_run_with_missing_data_fails_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHIFTRAY_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SHIFTRAY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SHIFTRAY_OFFLINE", "1")
+    job = str(ROOT / "jobs/amazon/dann.yaml")
+    assert main(["run", job, f"tracking.output_dir={tmp_path}/runs"]) == 2
+    err = capsys.readouterr().err
+    assert "amazon_reviews/books_train.svmlight" in err and "SHIFTRAY_DATA_DIR" in err
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_run_in_process_prints_summary(capsys, tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(synthetic_spec(name="cli", train__steps=20)))
+    assert main(["run", str(path), f"tracking.output_dir={tmp_path}", "--no-ray"]) == 0
+    out = capsys.readouterr().out
+    assert "target_acc" in out and str(tmp_path / "cli") in out
+
+
+def test_data_inspect_real(capsys, real_data):
+    assert main(["data", "inspect", "office_caltech"]) == 0
+    out = capsys.readouterr().out
+    assert "dslr" in out and "157" in out and "back_pack" in out
