@@ -60,36 +60,52 @@ def tasks(suites: list[str], methods: list[str], seeds: list[int]) -> list[Task]
         for m in methods:
             if "digits" in suites:
                 for s, t in (("mnist", "usps"), ("usps", "mnist")):
-                    out.append(Task("digits", f"{s}->{t}", m, seed, f"jobs/digits/{s}-{t}-{m}.yaml", ()))
+                    out.append(
+                        Task("digits", f"{s}->{t}", m, seed, f"jobs/digits/{s}-{t}-{m}.yaml", ())
+                    )
             if "amazon" in suites:
                 for s in "bdek":
                     for t in "bdek":
                         if s != t:
                             ov = (f"data.source={AMAZON[s]}", f"data.target={AMAZON[t]}")
-                            out.append(Task("amazon", f"{s}->{t}", m, seed, f"jobs/amazon/{m}.yaml", ov))
+                            out.append(
+                                Task("amazon", f"{s}->{t}", m, seed, f"jobs/amazon/{m}.yaml", ov)
+                            )
             if "office" in suites:
                 for s in "ACDW":
                     for t in "ACDW":
                         if s != t:
                             ov = (f"data.source={OFFICE[s]}", f"data.target={OFFICE[t]}")
-                            out.append(Task("office_caltech", f"{s}->{t}", m, seed, f"jobs/office-caltech/{m}.yaml", ov))
+                            out.append(
+                                Task(
+                                    "office_caltech",
+                                    f"{s}->{t}",
+                                    m,
+                                    seed,
+                                    f"jobs/office-caltech/{m}.yaml",
+                                    ov,
+                                )
+                            )
     # long runs first, so the pool ends together
     return sorted(out, key=lambda t: t.benchmark != "digits")
 
 
 def run_task(task: Task) -> dict:
     import torch
-
     from shiftray.config.load import load_spec
     from shiftray.data.loading import load_domain_data
     from shiftray.train.loop import train_loop_per_worker
 
     torch.set_num_threads(1)
-    spec = load_spec(ROOT / task.job, [*task.overrides, f"train.seed={task.seed}", "tracking.wandb=disabled"])
+    spec = load_spec(
+        ROOT / task.job, [*task.overrides, f"train.seed={task.seed}", "tracking.wandb=disabled"]
+    )
     data = load_domain_data(spec.data)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        result = train_loop_per_worker({"spec": spec.model_dump(mode="json"), "run_dir": run_dir, "data": data})
+        result = train_loop_per_worker(
+            {"spec": spec.model_dump(mode="json"), "run_dir": run_dir, "data": data}
+        )
     return {
         "benchmark": task.benchmark,
         "task": task.task,
@@ -108,7 +124,9 @@ def key(row: dict) -> tuple:
 def summarize(rows: list[dict]) -> str:
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
-        groups.setdefault((r["benchmark"], r["task"]), {}).setdefault(r["method"], []).append(r["target_acc"])
+        groups.setdefault((r["benchmark"], r["task"]), {}).setdefault(r["method"], []).append(
+            r["target_acc"]
+        )
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "erm", m))
     head = "| benchmark | task | " + " | ".join(f"{m} (shiftray)" for m in methods)
     head += " | " + " | ".join(f"{m} (published)" for m in methods) + " |"
@@ -134,7 +152,8 @@ def summarize(rows: list[dict]) -> str:
             v = means.get((bench, m), [])
             cells.append(f"**{statistics.mean(v):.1f}** ({len(v)} tasks)" if v else "")
         pubm = {
-            m: [PUBLISHED[k][m] for k in PUBLISHED if k[0] == bench and m in PUBLISHED[k]] for m in methods
+            m: [PUBLISHED[k][m] for k in PUBLISHED if k[0] == bench and m in PUBLISHED[k]]
+            for m in methods
         }
         cells += [f"{statistics.mean(v):.1f}" if v else "" for v in pubm.values()]
         lines.append(f"| {bench} | mean | " + " | ".join(cells) + " |")
@@ -142,14 +161,18 @@ def summarize(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--suites", default="digits,amazon")
     p.add_argument("--methods", default="erm,dann")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--procs", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--out", default=str(RESULTS / "accuracy.json"))
     args = p.parse_args()
-    todo = tasks(args.suites.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")])
+    todo = tasks(
+        args.suites.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")]
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = {key(r): r for r in (json.loads(out.read_text()) if out.exists() else [])}
@@ -159,8 +182,11 @@ def main() -> None:
         for i, fut in enumerate(as_completed(futures), 1):
             row = fut.result()
             rows[key(row)] = row
-            print(f"[{i}/{len(todo)}] {row['benchmark']} {row['task']} {row['method']} seed {row['seed']}: "
-                  f"{row['target_acc']:.2f}% ({row['seconds']:.0f} s)", flush=True)
+            print(
+                f"[{i}/{len(todo)}] {row['benchmark']} {row['task']} {row['method']} seed {row['seed']}: "
+                f"{row['target_acc']:.2f}% ({row['seconds']:.0f} s)",
+                flush=True,
+            )
             tmp = out.with_suffix(".tmp")
             tmp.write_text(json.dumps(sorted(rows.values(), key=key), indent=1))
             tmp.replace(out)

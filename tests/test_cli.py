@@ -2,7 +2,6 @@
 
 import yaml
 from conftest import ROOT, synthetic_spec
-
 from shiftray.cli import main
 
 
@@ -19,7 +18,10 @@ def test_validate_reports_field_and_allowed_values(capsys, tmp_path):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "method.name" in err and "unknown method 'adda'; registered: dann, erm" in err
-    assert main(["validate", str(ROOT / "jobs/digits/mnist-usps-dann.yaml"), "optim.schedule=linear"]) == 2
+    assert (
+        main(["validate", str(ROOT / "jobs/digits/mnist-usps-dann.yaml"), "optim.schedule=linear"])
+        == 2
+    )
     assert "optim.schedule" in capsys.readouterr().err
 
 

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 from shiftray.config.load import load_spec
 from shiftray.registry import DATASETS
 
@@ -19,5 +18,7 @@ def test_job_spec_is_valid(path):
     spec = load_spec(path)
     bench = DATASETS.get(spec.data.benchmark)
     assert spec.data.source != spec.data.target
-    assert f"shiftray run jobs/{path.parent.name}/{path.name}" in path.read_text()  # says how to run it
+    assert (
+        f"shiftray run jobs/{path.parent.name}/{path.name}" in path.read_text()
+    )  # says how to run it
     assert spec.data.source in bench.domains(bench.Options.model_validate(spec.data.options))

@@ -23,5 +23,7 @@ def test_readme_block_runs(block, real_data, tmp_path):
         cmd = line.split("  #")[0].strip()
         if not cmd:
             continue
-        proc = subprocess.run(cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"

@@ -50,7 +50,9 @@ class Tracker:
         self._file = open(metrics_path(self.run_dir), "a", buffering=1)
         mode = spec.tracking.wandb
         if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-            warnings.warn("tracking.wandb=online but WANDB_API_KEY is not set: logging offline", stacklevel=2)
+            warnings.warn(
+                "tracking.wandb=online but WANDB_API_KEY is not set: logging offline", stacklevel=2
+            )
             mode = "offline"
         if mode != "disabled":
             import wandb

@@ -4,7 +4,6 @@ import json
 
 import pytest
 from conftest import synthetic_spec
-
 from shiftray.config.load import spec_from_dict
 from shiftray.train.checkpoint import list_checkpoints
 
@@ -13,9 +12,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    from shiftray.train.launch import ensure_ray
-
     import ray
+    from shiftray.train.launch import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield
@@ -41,7 +39,10 @@ def test_two_workers_stay_in_sync_and_evaluate_everything(ray_session, tmp_path)
     assert result.metrics["eval_count"] == 301
     final = json.loads((run_dir / "result.json").read_text())
     assert final["eval_count"] == 301 and final["step"] == 30
-    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint_00000015", "checkpoint_00000030"]
+    assert [p.name for p in list_checkpoints(run_dir)] == [
+        "checkpoint_00000015",
+        "checkpoint_00000030",
+    ]
     assert (run_dir / "wandb").is_dir()  # offline W&B run written by rank 0
 
     # a rerun on the same run directory resumes from its latest checkpoint instead of retraining

@@ -66,7 +66,8 @@ def test_digits_real(real_data):
     lib_test = Digits.read("usps", "test", Digits.Options(image_size=16, usps_format="libsvm"))
     np.testing.assert_array_equal(h5_test.y, lib_test.y)  # same samples, same order
     corr = [
-        np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(h5_test.x[:50], lib_test.x[:50], strict=True)
+        np.corrcoef(a.ravel(), b.ravel())[0, 1]
+        for a, b in zip(h5_test.x[:50], lib_test.x[:50], strict=True)
     ]
     assert np.median(corr) > 0.9
 
@@ -81,3 +82,39 @@ def test_amazon_and_office_real(real_data):
     assert dslr.x.shape == (157, 800)
     assert np.bincount(dslr.y).tolist() == [12, 21, 12, 13, 10, 24, 22, 12, 8, 23]
     np.testing.assert_allclose(dslr.x.mean(0), 0, atol=1e-5)
+
+
+def test_download_is_checked_before_use(tmp_path, monkeypatch):
+    """A loopback HTTP server plays the original host: a good file lands, a bad one never does."""
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    from shiftray.data.files import RemoteFile, find_files
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "f.bin").write_bytes(b"real benchmark bytes")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/f.bin"
+    monkeypatch.setenv("SHIFTRAY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SHIFTRAY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SHIFTRAY_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    try:
+        bad = RemoteFile("x/bad.bin", url, "0" * 64)
+        with pytest.raises(DataNotFoundError, match="checksum mismatch"):
+            find_files("t", [bad])
+        assert not (tmp_path / "cache" / "x" / "bad.bin").exists()
+        good = RemoteFile("x/good.bin", url, hashlib.sha256(b"real benchmark bytes").hexdigest())
+        (path,) = find_files("t", [good])
+        assert (
+            path == tmp_path / "cache" / "x" / "good.bin"
+            and path.read_bytes() == b"real benchmark bytes"
+        )
+    finally:
+        server.shutdown()
