@@ -93,14 +93,14 @@ def tasks(suites: list[str], methods: list[str], seeds: list[int]) -> list[Task]
 def run_task(task: Task) -> dict:
     import torch
     from shiftray.config.load import load_spec
-    from shiftray.data.loading import load_domain_data
+    from shiftray.data.loading import load_job_data
     from shiftray.train.loop import train_loop_per_worker
 
     torch.set_num_threads(1)
     spec = load_spec(
         ROOT / task.job, [*task.overrides, f"train.seed={task.seed}", "tracking.wandb=disabled"]
     )
-    data = load_domain_data(spec.data)
+    data = load_job_data(spec)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         result = train_loop_per_worker(

@@ -29,7 +29,7 @@ def print_table(rows: list[dict], columns: list[str], out=None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shiftray.data.loading import load_domain_data
+    from shiftray.data.loading import load_job_data
     from shiftray.progress import LiveProgress
     from shiftray.train.launch import fit, fit_local, run_dir_for
 
@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not jobs:
         raise SpecError("shiftray run needs at least one job spec (a .yaml file)")
     specs = [load_spec(j, overrides) for j in jobs]  # every spec is checked before Ray starts
-    datas = [load_domain_data(s.data) for s in specs]  # and every data file found
+    datas = [load_job_data(s) for s in specs]  # and every data file found
     rows = []
     for spec, data in zip(specs, datas, strict=True):
         run_dir = run_dir_for(spec)

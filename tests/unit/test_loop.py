@@ -3,10 +3,12 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from conftest import synthetic_spec
 from shiftray.config.load import load_spec, spec_from_dict
-from shiftray.data.loading import load_domain_data
+from shiftray.data.formats import DomainArrays
+from shiftray.data.loading import load_domain_data, load_job_data
 from shiftray.train.checkpoint import latest_checkpoint, list_checkpoints
 from shiftray.train.loop import train_loop_per_worker
 
@@ -15,19 +17,28 @@ def run(tmp_path, name, **over):
     spec = spec_from_dict(synthetic_spec(name=name, **over))
     run_dir = tmp_path / name
     run_dir.mkdir(exist_ok=True)
-    data = load_domain_data(spec.data)
+    data = load_job_data(spec)
     result = train_loop_per_worker(
         {"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir), "data": data}
     )
     return run_dir, result
 
 
-@pytest.mark.parametrize("method", ["erm", "dann"])
+PARAMS = {
+    "erm": {},
+    "dann": {"disc_hidden": [16]},
+    "cdan": {"disc_hidden": [16], "entropy": True},
+    "mcc": {},
+    "self_training": {},
+    "fixmatch": {"threshold": 0.8},
+    "mean_teacher": {},
+}
+
+
+@pytest.mark.parametrize("method", list(PARAMS))
 def test_loop_learns_and_writes_run_dir(tmp_path, method):
-    params = {} if method == "erm" else {"disc_hidden": [16]}
-    run_dir, result = run(
-        tmp_path, method, method={"name": method, "params": params}, train__steps=60
-    )
+    over = {"method": {"name": method, "params": PARAMS[method]}}
+    run_dir, result = run(tmp_path, method, train__steps=60, **over)
     assert result["target_acc"] > 50.0  # 3 classes: chance is ~33
     assert result["eval_count"] == 256
     ckpt = latest_checkpoint(run_dir)
@@ -50,12 +61,29 @@ def test_loop_learns_and_writes_run_dir(tmp_path, method):
     assert len(list_checkpoints(run_dir)) == 2  # keep_checkpoints=2 pruned the oldest
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path):
-    full_dir, full = run(tmp_path, "full")
-    part_dir, _ = run(tmp_path, "part")
+def source_run(tmp_path):
+    run_dir, _ = run(
+        tmp_path,
+        "source",
+        method={"name": "erm", "params": {"label_smoothing": 0.1}},
+        train__steps=60,
+    )
+    return run_dir
+
+
+@pytest.mark.parametrize("method", ["dann", "mean_teacher", "shot"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, method):
+    """Stopped after the step-20 checkpoint and resumed: identical to the uninterrupted run
+    (the EMA teacher and SHOT's pseudo-labels, refreshed every 15 steps, included)."""
+    params = {"dann": {"disc_hidden": [16]}, "mean_teacher": {}}.get(method)
+    if method == "shot":
+        params = {"source_checkpoint": str(source_run(tmp_path)), "refresh_every": 15}
+    over = {"method": {"name": method, "params": params}}
+    full_dir, full = run(tmp_path, "full", **over)
+    part_dir, _ = run(tmp_path, "part", **over)
     shutil.rmtree(part_dir / "checkpoint_00000040")  # as if stopped after the step-20 checkpoint
     (part_dir / "result.json").unlink()
-    resumed_dir, resumed = run(tmp_path, "part")
+    resumed_dir, resumed = run(tmp_path, "part", **over)
     assert resumed["resumed_from"] == 20
     assert resumed["target_acc"] == full["target_acc"]
     assert resumed["target_loss"] == pytest.approx(full["target_loss"], abs=1e-9)
@@ -71,3 +99,32 @@ def test_partial_checkpoint_is_never_loaded(tmp_path):
     (run_dir / ".tmp-checkpoint_00000040-deadbeef").mkdir()  # a write killed half-way
     (run_dir / ".tmp-checkpoint_00000040-deadbeef" / "model.safetensors").write_bytes(b"junk")
     assert latest_checkpoint(run_dir).name == "checkpoint_00000020"
+
+
+class Untouchable(np.ndarray):
+    """Source inputs that fail the test if anything reads them."""
+
+    def __getitem__(self, item):
+        raise AssertionError("source data was read during source-free adaptation")
+
+
+def test_shot_is_source_free_and_adapts(tmp_path):
+    src_dir = source_run(tmp_path)
+    spec = spec_from_dict(
+        synthetic_spec(
+            name="shot",
+            method={"name": "shot", "params": {"source_checkpoint": str(src_dir)}},
+            train__steps=60,
+        )
+    )
+    data = load_job_data(spec)
+    assert data.source is None  # the source files are not even opened
+    full = load_domain_data(spec.data)
+    data.source = DomainArrays(full.source.x.view(Untouchable), full.source.y, "a")
+    run_dir = tmp_path / "shot"
+    run_dir.mkdir()
+    result = train_loop_per_worker(
+        {"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir), "data": data}
+    )
+    source_only = json.loads((src_dir / "result.json").read_text())["target_acc"]
+    assert result["target_acc"] >= source_only - 1.0

@@ -26,5 +26,5 @@ def test_target_labels_never_reach_the_batch():
     pairing = Pairing(src, tgt, 8, seed=0)
     assert pairing.target.y is None  # ...dropped at the pairing layer
     batch = pairing.batch(3)
-    assert set(vars(batch)) == {"x_s", "y_s", "x_t", "x_t_strong"}
+    assert set(vars(batch)) == {"x_s", "y_s", "x_t", "x_t_strong", "idx_t"}
     assert batch.x_t.shape == (8, 3) and float(batch.x_t.min()) == 1.0

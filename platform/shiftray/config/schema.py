@@ -92,10 +92,25 @@ class MethodSpec(Strict):
         return METHODS.get(self.name).Params.model_validate(self.params)
 
 
+class AugmentSpec(Strict):
+    """Weak / strong views (images: shift, flip, RandAugment, Cutout; vectors: noise, dropout)."""
+
+    enabled: bool = Field(False, description="on by default for methods that need a strong view")
+    source: bool = Field(False, description="also apply the weak view to source batches")
+    shift: int = Field(2, ge=0, description="max translation in pixels")
+    flip: bool = False
+    randaugment_ops: int = Field(2, ge=0)
+    randaugment_magnitude: int = Field(10, ge=0, le=30)
+    cutout: float = Field(0.25, ge=0.0, lt=1.0, description="cutout box side / image side")
+    noise: float = Field(0.1, ge=0.0, description="vectors: noise x feature std")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="vectors: strong-view feature dropout")
+
+
 class FinetuneSpec(Strict):
     """How the pre-trained part is trained (more strategies arrive with the transfer issue)."""
 
     backbone_lr_scale: float = Field(1.0, ge=0.0, description="backbone lr = lr x this; 0 freezes")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
 
 
 class OptimSpec(Strict):

@@ -46,9 +46,10 @@ class DomainArrays:
 
 @dataclass
 class DomainData:
-    """What a training job needs: labelled source, unlabelled target, labelled target test."""
+    """What a training job needs: labelled source (None for source-free methods), unlabelled
+    target, labelled target test."""
 
-    source: DomainArrays
+    source: DomainArrays | None
     target: DomainArrays
     target_test: DomainArrays
     classes: list[str]

@@ -12,7 +12,8 @@ method can see them (unsupervised adaptation never reads them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -22,16 +23,21 @@ from shiftray.data.formats import DomainArrays
 
 @dataclass
 class DABatch:
-    """One training batch: labelled source, unlabelled target."""
+    """One training batch: labelled source (None when source-free), unlabelled target.
 
-    x_s: torch.Tensor
-    y_s: torch.Tensor
+    ``x_t`` is the (weakly augmented, if augmentation is on) target view, ``x_t_strong`` a
+    strongly augmented view of the same examples, ``idx_t`` their indices in the target set.
+    """
+
+    x_s: torch.Tensor | None
+    y_s: torch.Tensor | None
     x_t: torch.Tensor
     x_t_strong: torch.Tensor | None = None
+    idx_t: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> DABatch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return DABatch(move(self.x_s), move(self.y_s), move(self.x_t), move(self.x_t_strong))
+        return DABatch(*(move(getattr(self, f.name)) for f in fields(self)))
 
 
 class DomainStream:
@@ -52,24 +58,41 @@ class DomainStream:
         return mine[k * self.batch_size : (k + 1) * self.batch_size]
 
 
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
 class Pairing:
-    """Source and target streams for one worker; ``batch(step)`` -> DABatch on CPU."""
+    """Source and target streams for one worker; ``batch(step)`` -> DABatch on CPU.
+
+    ``source=None`` is the source-free mode: no source stream exists, so nothing can read it.
+    ``weak`` / ``strong`` are augmentations (tensor -> tensor) drawing from torch's global RNG,
+    which the loop seeds per step; ``strong`` set means batches carry ``x_t_strong``.
+    """
 
     def __init__(
-        self, source: DomainArrays, target: DomainArrays, batch_size: int, seed: int,
-        rank: int = 0, world: int = 1,
+        self, source: DomainArrays | None, target: DomainArrays, batch_size: int, seed: int,
+        rank: int = 0, world: int = 1, weak: Augment | None = None, strong: Augment | None = None,
+        augment_source: bool = False,
     ) -> None:  # fmt: skip
-        if source.y is None:
+        if source is not None and source.y is None:
             raise ValueError(f"source domain {source.domain!r} has no labels")
         self.source = source
         self.target = target.without_labels()  # the guarantee: target labels stop here
-        self.src = DomainStream(len(source), batch_size, seed * 2 + 0, rank, world)
+        self.src = (
+            None if source is None else DomainStream(len(source), batch_size, seed * 2, rank, world)
+        )
         self.tgt = DomainStream(len(target), batch_size, seed * 2 + 1, rank, world)
+        self.weak, self.strong, self.augment_source = weak, strong, augment_source
 
     def batch(self, step: int) -> DABatch:
-        i, j = self.src.indices(step), self.tgt.indices(step)
-        return DABatch(
-            x_s=torch.from_numpy(self.source.x[i]),
-            y_s=torch.from_numpy(self.source.y[i]),
-            x_t=torch.from_numpy(self.target.x[j]),
-        )
+        x_s = y_s = None
+        if self.src is not None:
+            i = self.src.indices(step)
+            x_s, y_s = torch.from_numpy(self.source.x[i]), torch.from_numpy(self.source.y[i])
+            if self.weak is not None and self.augment_source:
+                x_s = self.weak(x_s)
+        j = self.tgt.indices(step)
+        raw_t = torch.from_numpy(self.target.x[j])
+        x_t = self.weak(raw_t) if self.weak is not None else raw_t
+        x_t_strong = self.strong(raw_t) if self.strong is not None else None
+        return DABatch(x_s, y_s, x_t, x_t_strong, torch.from_numpy(j))

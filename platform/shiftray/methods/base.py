@@ -2,7 +2,19 @@
 
 ``forward(model, batch, progress) -> StepOutput``. It owns its extra modules (discriminators,
 teachers) so that one DDP wrap and one checkpoint cover them; it never steps an optimizer.
-Every schedule it uses is a pure function of ``progress`` = step / total_steps in [0, 1].
+Every schedule it uses is a pure function of ``progress`` = step / total_steps in [0, 1] (or
+of the step itself), so a resumed run computes the same values as an uninterrupted one.
+
+Optional hooks, all no-ops here:
+
+- ``setup(model)``: once, after the model is built (copy a teacher, load source weights);
+- ``after_step(model, step, progress)``: after each optimizer step (EMA teachers);
+- ``refresh(model, target, device)``: every ``refresh_every`` steps, with the whole unlabelled
+  target set (global pseudo-labels, as in SHOT);
+- ``lr_scales()``: per-role learning-rate multipliers ({"head": 0.0} freezes the classifier).
+
+Flags: ``uses_source`` (False = source-free: source data is never read), ``needs_strong``
+(the batch carries a strongly augmented target view).
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from shiftray.data.formats import DomainArrays
 from shiftray.data.pairing import DABatch
 
 
@@ -24,6 +37,7 @@ class NoParams(BaseModel):
 class ModelInfo:
     feature_dim: int
     num_classes: int
+    num_target: int = 0  # size of the unlabelled target set (for per-example state)
 
 
 @dataclass
@@ -34,11 +48,26 @@ class StepOutput:
 
 class AdaptationMethod(nn.Module):
     Params: type[BaseModel] = NoParams
+    uses_source: bool = True
+    needs_strong: bool = False
+    refresh_every: int = 0
 
     def __init__(self, params: BaseModel, info: ModelInfo) -> None:
         super().__init__()
         self.params = params
         self.info = info
 
+    def setup(self, model: nn.Module) -> None:
+        pass
+
     def forward(self, model: nn.Module, batch: DABatch, progress: float) -> StepOutput:
         raise NotImplementedError
+
+    def after_step(self, model: nn.Module, step: int, progress: float) -> None:
+        pass
+
+    def refresh(self, model: nn.Module, target: DomainArrays, device: torch.device) -> None:
+        pass
+
+    def lr_scales(self) -> dict[str, float]:
+        return {}

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.registry import METHODS
 
 
+class ERMParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 for SHOT's source model")
+
+
 @METHODS.register("erm")
 class ERM(AdaptationMethod):
-    """Source only: L = CE(h(x_s), y_s). Target data is not used.
+    """Source only: L = CE_eps(h(x_s), y_s), eps = label smoothing. Target data is not used.
 
     The lower bound of the adaptation table (the "source only" rows of the DANN/CDAN papers).
+    With label smoothing it trains the source model SHOT starts from (Liang et al. 2020).
     """
+
+    Params = ERMParams
 
     def forward(self, model, batch, progress):
         logits, _ = model(batch.x_s)
-        loss = F.cross_entropy(logits, batch.y_s)
+        loss = F.cross_entropy(logits, batch.y_s, label_smoothing=self.params.label_smoothing)
         acc = (logits.argmax(1) == batch.y_s).float().mean()
         return StepOutput(loss, {"cls_loss": loss.detach(), "source_acc": acc.detach()})

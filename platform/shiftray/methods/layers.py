@@ -26,3 +26,8 @@ def grad_reverse(x: torch.Tensor, coeff: float) -> torch.Tensor:
 def sigmoid_ramp(progress: float, alpha: float = 10.0, high: float = 1.0) -> float:
     """``high * (2 / (1 + exp(-alpha p)) - 1)``: 0 at p=0, -> high as p -> 1 (DANN's lambda_p)."""
     return high * (2.0 / (1.0 + math.exp(-alpha * progress)) - 1.0)
+
+
+def entropy(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-example Shannon entropy H(p) = -sum_c p_c log p_c (natural log)."""
+    return -(probs * torch.log(probs + eps)).sum(dim=1)

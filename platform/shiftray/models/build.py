@@ -47,7 +47,8 @@ class AdaptModel(nn.Module):
         """Parameters by role, for per-group learning rates (pre-trained vs new)."""
         return {
             "backbone": list(self.backbone.parameters()),
-            "heads": list(self.bottleneck.parameters()) + list(self.head.parameters()),
+            "bottleneck": list(self.bottleneck.parameters()),
+            "head": list(self.head.parameters()),
         }
 
 

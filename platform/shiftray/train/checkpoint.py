@@ -124,3 +124,35 @@ def load_checkpoint(
     if optimizer is not None and (ckpt / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     return read_state(ckpt)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (-> its latest checkpoint)."""
+    path = Path(path).expanduser()
+    if (path / "model.safetensors").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(
+            f"{path} is neither a checkpoint (no model.safetensors) nor a run directory with "
+            f"checkpoint_* inside; train one first with `shiftray run`"
+        )
+    return latest
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Build the AdaptModel a checkpoint was trained with and load its weights (for inference,
+    teachers and serving): needs only model.safetensors, spec.yaml and labels.json."""
+    from shiftray.config.load import load_spec
+    from shiftray.models.build import build_model
+
+    ckpt = resolve_checkpoint(path)
+    spec = load_spec(ckpt / "spec.yaml")
+    labels = json.loads((ckpt / "labels.json").read_text())
+    model = build_model(
+        spec.model.model_copy(update={"pretrained": False}),
+        tuple(labels["input_shape"]),
+        len(labels["classes"]),
+    )
+    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
+    return model.to(device).eval(), labels

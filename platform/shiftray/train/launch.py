@@ -17,7 +17,7 @@ from typing import Any
 
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainData
-from shiftray.data.loading import load_domain_data
+from shiftray.data.loading import load_job_data
 from shiftray.train.loop import train_loop_per_worker
 
 
@@ -63,7 +63,7 @@ class FitResult:
 def fit(spec: JobSpec, data: DomainData | None = None, max_failures: int = 0) -> FitResult:
     """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers."""
     t0 = time.perf_counter()
-    data = data if data is not None else load_domain_data(spec.data)
+    data = data if data is not None else load_job_data(spec)
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
@@ -103,7 +103,7 @@ def fit(spec: JobSpec, data: DomainData | None = None, max_failures: int = 0) ->
 def fit_local(spec: JobSpec, data: DomainData | None = None) -> FitResult:
     """The same loop in this process, without Ray (one worker): for debugging and benchmarks."""
     t0 = time.perf_counter()
-    data = data if data is not None else load_domain_data(spec.data)
+    data = data if data is not None else load_job_data(spec)
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = train_loop_per_worker(

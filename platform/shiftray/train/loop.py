@@ -24,6 +24,7 @@ from shiftray.config.load import dump_spec
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainData
 from shiftray.data.pairing import Pairing
+from shiftray.data.transforms import build_augment
 from shiftray.evaluate.metrics import evaluate
 from shiftray.methods.base import ModelInfo
 from shiftray.models.build import build_model
@@ -120,9 +121,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(tr.seed)  # identical initial weights on every rank
     model = build_model(spec.model, data.input_shape, data.num_classes)
     method_cls = METHODS.get(spec.method.name)
-    method = method_cls(
-        spec.method.resolved_params(), ModelInfo(model.feature_dim, data.num_classes)
-    )
+    info = ModelInfo(model.feature_dim, data.num_classes, len(data.target))
+    method = method_cls(spec.method.resolved_params(), info)
     module = TrainModule(model, method).to(ctx.device)
     optimizer = build_optimizer(module, spec)
 
@@ -137,7 +137,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         trained = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
     local_batch = tr.batch_size // ctx.world
-    pairing = Pairing(data.source, data.target, local_batch, tr.seed, ctx.rank, ctx.world)
+    aug = spec.finetune.augment
+    if method.needs_strong and not aug.enabled:
+        aug = aug.model_copy(update={"enabled": True})
+    weak = build_augment("weak", data.input_shape, aug)
+    strong = build_augment("strong", data.input_shape, aug) if method.needs_strong else None
+    source = data.source if method.uses_source else None  # source-free: never read
+    pairing = Pairing(
+        source, data.target, local_batch, tr.seed, ctx.rank, ctx.world, weak, strong, aug.source
+    )
     tracker = Tracker(spec, run_dir, start, enabled=ctx.rank == 0)
     spec_yaml = dump_spec(spec)
     labels = {"classes": data.classes, "input_shape": list(data.input_shape)}
@@ -150,9 +158,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     for step in range(start, total):
         progress = step / total
         lr = set_lr(optimizer, spec.optim, progress)
+        if method.refresh_every and step % method.refresh_every == 0:
+            method.refresh(model, data.target, ctx.device)  # e.g. SHOT's global pseudo-labels
         torch.manual_seed(_step_seed(tr.seed, ctx.rank, step))
         batch = pairing.batch(step).to(ctx.device)
-        out = train_step(trained, optimizer, batch, progress, spec.optim.grad_clip)
+        out = train_step(trained, optimizer, batch, progress, spec.optim.grad_clip, step)
         for k, v in {"loss": out.loss.detach(), **out.logs}.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n_logged += 1

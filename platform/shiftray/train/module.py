@@ -14,6 +14,7 @@ class TrainModule(nn.Module):
         super().__init__()
         self.model = model
         self.method = method
+        method.setup(model)
 
     def forward(self, batch: DABatch, progress: float) -> StepOutput:
         return self.method(self.model, batch, progress)

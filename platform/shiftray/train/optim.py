@@ -31,11 +31,12 @@ def lr_factor(opt: OptimSpec, progress: float) -> float:
 def build_optimizer(module: TrainModule, spec: JobSpec) -> torch.optim.Optimizer:
     opt = spec.optim
     roles = module.model.param_groups()
-    scales = {"backbone": spec.finetune.backbone_lr_scale, "heads": 1.0}
+    scales = {"backbone": spec.finetune.backbone_lr_scale, "bottleneck": 1.0, "head": 1.0}
+    scales |= module.method.lr_scales()  # e.g. SHOT keeps the source classifier fixed
     groups = [
-        {"params": roles[role], "name": role, "lr_scale": scales[role]}
-        for role in ("backbone", "heads")
-        if roles[role]
+        {"params": params, "name": role, "lr_scale": scales[role]}
+        for role, params in roles.items()
+        if params
     ]
     method_params = list(module.method.parameters())
     if method_params:

@@ -15,6 +15,7 @@ def train_step(
     batch: DABatch,
     progress: float,
     grad_clip: float | None = None,
+    step: int = 0,
 ) -> StepOutput:
     module.train()
     optimizer.zero_grad(set_to_none=True)
@@ -23,4 +24,6 @@ def train_step(
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     optimizer.step()
+    inner = getattr(module, "module", module)  # under DDP
+    inner.method.after_step(inner.model, step, progress)
     return out

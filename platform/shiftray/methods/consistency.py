@@ -1,0 +1,116 @@
+"""Consistency regularisation on the target: FixMatch and Mean Teacher.
+
+FixMatch (Sohn et al., NeurIPS 2020), used for adaptation as in its DA follow-ups: with a weak
+view x_w and a strong view x_st of each target example, q = softmax(h(x_w)) (no gradient),
+
+    L = CE(h(x_s), y_s) + trade_off * mean_i 1[max q_i >= tau] CE(h(x_st,i), argmax q_i)
+
+Mean Teacher (Tarvainen & Valpola, NeurIPS 2017; for adaptation: French, Mackiewicz & Fisher,
+"Self-ensembling for visual domain adaptation", ICLR 2018): a teacher whose weights are an
+exponential moving average of the student's, theta'_t = a_t theta'_{t-1} + (1 - a_t) theta_t
+with a_t = min(ema, 1 - 1/(t + 1)) (a pure function of the step), and
+
+    L = CE(h(x_s), y_s) + w(p) * mean_i m_i || softmax(h(x_st,i)) - softmax(h'(x_w,i)) ||^2
+
+where h' is the teacher, m_i = 1[max softmax(h'(x_w,i)) >= threshold] (French et al.'s
+confidence thresholding; threshold 0 keeps all), and w(p) = trade_off * exp(-5 (1 - p/r)^2)
+for p < r (the sigmoid-shaped ramp-up of Laine & Aila 2017), trade_off after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from shiftray.methods.base import AdaptationMethod, StepOutput
+from shiftray.registry import METHODS
+
+
+class FixMatchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trade_off: float = Field(1.0, ge=0.0)
+    threshold: float = Field(0.95, ge=0.0, le=1.0)
+
+
+@METHODS.register("fixmatch")
+class FixMatch(AdaptationMethod):
+    """FixMatch consistency: confident weak-view pseudo-labels train the strong view."""
+
+    Params = FixMatchParams
+    needs_strong = True
+
+    def forward(self, model, batch, progress):
+        n_s, n_t = len(batch.x_s), len(batch.x_t)
+        logits, _ = model(torch.cat([batch.x_s, batch.x_t, batch.x_t_strong]))
+        cls_loss = F.cross_entropy(logits[:n_s], batch.y_s)
+        q = F.softmax(logits[n_s : n_s + n_t].detach(), dim=1)
+        conf, pseudo = q.max(dim=1)
+        mask = (conf >= self.params.threshold).float()
+        unsup = (F.cross_entropy(logits[n_s + n_t :], pseudo, reduction="none") * mask).mean()
+        return StepOutput(
+            cls_loss + self.params.trade_off * unsup,
+            {
+                "cls_loss": cls_loss.detach(),
+                "transfer_loss": unsup.detach(),
+                "mask_rate": mask.mean(),
+            },
+        )
+
+
+class MeanTeacherParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trade_off: float = Field(3.0, ge=0.0, description="consistency weight after the ramp-up")
+    ema: float = Field(0.99, ge=0.0, lt=1.0)
+    rampup: float = Field(0.1, ge=0.0, le=1.0, description="fraction of training to ramp up")
+    threshold: float = Field(0.0, ge=0.0, le=1.0, description="teacher confidence mask")
+
+
+def rampup_weight(progress: float, length: float) -> float:
+    if length <= 0 or progress >= length:
+        return 1.0
+    return math.exp(-5.0 * (1.0 - progress / length) ** 2)
+
+
+@METHODS.register("mean_teacher")
+class MeanTeacher(AdaptationMethod):
+    """Self-ensembling: an EMA teacher's predictions on a weak view supervise the student."""
+
+    Params = MeanTeacherParams
+    needs_strong = True
+
+    def setup(self, model):
+        self.teacher = copy.deepcopy(model)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, model, batch, progress):
+        n_s, n_t = len(batch.x_s), len(batch.x_t)
+        logits, _ = model(torch.cat([batch.x_s, batch.x_t_strong]))
+        cls_loss = F.cross_entropy(logits[:n_s], batch.y_s)
+        self.teacher.train(model.training)
+        with torch.no_grad():
+            t_prob = F.softmax(self.teacher(batch.x_t)[0], dim=1)
+        s_prob = F.softmax(logits[n_s:], dim=1)
+        mask = (t_prob.max(dim=1).values >= self.params.threshold).float()
+        cons = (((s_prob - t_prob) ** 2).sum(dim=1) * mask).mean()
+        w = self.params.trade_off * rampup_weight(progress, self.params.rampup)
+        return StepOutput(
+            cls_loss + w * cons,
+            {
+                "cls_loss": cls_loss.detach(),
+                "transfer_loss": cons.detach(),
+                "mask_rate": mask.mean(),
+            },
+        )
+
+    @torch.no_grad()
+    def after_step(self, model, step, progress):
+        a = min(self.params.ema, 1.0 - 1.0 / (step + 1))
+        for t, s in zip(self.teacher.parameters(), model.parameters(), strict=True):
+            t.mul_(a).add_(s.detach(), alpha=1.0 - a)
+        for t, s in zip(self.teacher.buffers(), model.buffers(), strict=True):
+            t.copy_(s)

@@ -1,0 +1,71 @@
+"""Knowledge distillation from a trained teacher to a (smaller) student.
+
+Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", NIPS-W 2015. With
+teacher logits z', student logits z and temperature T, on the chosen inputs (target batch, or
+source and target):
+
+    L = (1 - alpha) CE(z_s, y_s) + alpha T^2 KL( softmax(z'/T) || softmax(z/T) )
+
+The T^2 factor keeps the soft term's gradients on the scale of the hard one. The teacher is
+any shiftray checkpoint (built from its own spec.yaml), frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from shiftray.methods.base import AdaptationMethod, StepOutput
+from shiftray.registry import METHODS
+
+
+class DistillParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    teacher: str = Field(..., description="teacher run or checkpoint directory")
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the soft (teacher) term")
+    inputs: Literal["target", "both"] = "both"
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    return (
+        F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1), reduction="batchmean")
+        * t
+        * t
+    )
+
+
+@METHODS.register("distill")
+class Distill(AdaptationMethod):
+    """Soft-target distillation (Hinton et al. 2015) from a frozen teacher checkpoint."""
+
+    Params = DistillParams
+
+    def __init__(self, params: DistillParams, info) -> None:
+        super().__init__(params, info)
+        from shiftray.train.checkpoint import load_trained_model
+
+        self.teacher, labels = load_trained_model(params.teacher)
+        if len(labels["classes"]) != info.num_classes:
+            raise ValueError(
+                f"method.params.teacher has {len(labels['classes'])} classes, the data {info.num_classes}"
+            )
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, model, batch, progress):
+        n_s = len(batch.x_s)
+        logits, _ = model(torch.cat([batch.x_s, batch.x_t]))
+        hard = F.cross_entropy(logits[:n_s], batch.y_s)
+        self.teacher.eval()
+        sl = slice(n_s, None) if self.params.inputs == "target" else slice(None)
+        with torch.no_grad():
+            t_logits = self.teacher(torch.cat([batch.x_s, batch.x_t])[sl])[0]
+        soft = kd_loss(logits[sl], t_logits, self.params.temperature)
+        a = self.params.alpha
+        return StepOutput(
+            (1 - a) * hard + a * soft, {"cls_loss": hard.detach(), "transfer_loss": soft.detach()}
+        )
