@@ -88,7 +88,7 @@ class MeanTeacher(AdaptationMethod):
             p.requires_grad_(False)
 
     def forward(self, model, batch, progress):
-        n_s, n_t = len(batch.x_s), len(batch.x_t)
+        n_s = len(batch.x_s)
         logits, _ = model(torch.cat([batch.x_s, batch.x_t_strong]))
         cls_loss = F.cross_entropy(logits[:n_s], batch.y_s)
         self.teacher.train(model.training)
