@@ -25,6 +25,9 @@ class DataSpec(Strict):
     source: str = Field(..., description="source domain (labelled)")
     target: str = Field(..., description="target domain (its labels are never read in training)")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+    source_val_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="labelled source held out for validation"
+    )
 
     @field_validator("benchmark")
     @classmethod
@@ -106,11 +109,73 @@ class AugmentSpec(Strict):
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="vectors: strong-view feature dropout")
 
 
-class FinetuneSpec(Strict):
-    """How the pre-trained part is trained (more strategies arrive with the transfer issue)."""
+class UnfreezeStage(Strict):
+    """One stage of gradual unfreezing: until progress ``until``, the top ``groups`` backbone
+    layer groups train (0 = head only, "all" = everything), their lr times ``lr_scale``."""
 
+    until: float = Field(..., gt=0.0, le=1.0)
+    groups: int | Literal["all"] = Field(..., description="top backbone groups trainable")
+    lr_scale: float = Field(1.0, ge=0.0)
+
+    @field_validator("groups")
+    @classmethod
+    def _non_negative(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 or 'all'")
+        return v
+
+
+class EarlyStoppingSpec(Strict):
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations.
+    target_entropy (lower is better) and target_im (higher) need no labels; source_val_acc
+    needs ``data.source_val_fraction`` > 0."""
+
+    metric: Literal["source_val_acc", "target_entropy", "target_im"] = "source_val_acc"
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class FinetuneSpec(Strict):
+    """How the pre-trained backbone is transferred.
+
+    fine-tune: everything trains (backbone at lr x backbone_lr_scale). feature-extraction: the
+    backbone is frozen (eval mode, no gradients) and its features are cached when nothing else
+    changes them. gradual-unfreeze: ``stages`` unfreeze backbone groups from the top over
+    progress. layer_decay / group_lr_scales give discriminative (layer-wise) learning rates.
+    """
+
+    strategy: Literal["fine-tune", "feature-extraction", "gradual-unfreeze"] = "fine-tune"
     backbone_lr_scale: float = Field(1.0, ge=0.0, description="backbone lr = lr x this; 0 freezes")
+    layer_decay: float | None = Field(
+        None, gt=0.0, le=1.0, description="group i of L: lr x decay^(L-1-i) (top group x1)"
+    )
+    group_lr_scales: dict[int, float] = Field(
+        default_factory=dict, description="explicit multipliers by backbone group (0 = stem)"
+    )
+    stages: list[UnfreezeStage] = Field(
+        default_factory=lambda: [
+            UnfreezeStage(until=0.2, groups=0),
+            UnfreezeStage(until=0.4, groups=1, lr_scale=0.5),
+            UnfreezeStage(until=0.6, groups=2, lr_scale=0.5),
+            UnfreezeStage(until=1.0, groups="all", lr_scale=1.0),
+        ],
+        description="gradual-unfreeze stages, in order of until (the last until = 1)",
+    )
+    cache_features: bool = Field(True, description="feature-extraction: compute features once")
+    l2sp_alpha: float = Field(0.0, ge=0.0, description="L2-SP: alpha/2 |w - w0|^2 on the backbone")
+    l2sp_beta: float = Field(0.0, ge=0.0, description="L2-SP: beta/2 |w|^2 on new layers")
+    early_stopping: EarlyStoppingSpec | None = None
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+
+    @model_validator(mode="after")
+    def _stages_ordered(self) -> FinetuneSpec:
+        ends = [s.until for s in self.stages]
+        if self.strategy == "gradual-unfreeze":
+            if not ends or ends != sorted(ends) or ends[-1] != 1.0:
+                raise ValueError(
+                    f"finetune.stages: until must increase and end at 1.0 (got {ends})"
+                )
+        return self
 
 
 class OptimSpec(Strict):
@@ -165,6 +230,15 @@ class JobSpec(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @model_validator(mode="after")
+    def _source_val_needed(self) -> JobSpec:
+        es = self.finetune.early_stopping
+        if es is not None and es.metric == "source_val_acc" and self.data.source_val_fraction <= 0:
+            raise ValueError(
+                "finetune.early_stopping.metric=source_val_acc needs data.source_val_fraction > 0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batch_splits(self) -> JobSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from shiftray.config.schema import DataSpec, JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
 from shiftray.registry import DATASETS, METHODS, load_all
@@ -22,7 +24,26 @@ def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
     source = read(spec.source, "train") if with_source else None
     target = read(spec.target, "train").without_labels()
     test = read(spec.target, "test")
-    return DomainData(source, target, test, bench.class_names(opts), tuple(target.x.shape[1:]))
+    extra = {}
+    if source is not None and spec.source_val_fraction > 0:
+        source, extra["source_val"] = split_holdout(source, spec.source_val_fraction)
+    return DomainData(
+        source, target, test, bench.class_names(opts), tuple(target.x.shape[1:]), extra
+    )
+
+
+def split_holdout(
+    arrays: DomainArrays, fraction: float, seed: int = 0
+) -> tuple[DomainArrays, DomainArrays]:
+    """A fixed random holdout (the same for every seed and worker), e.g. for source validation."""
+    perm = np.random.default_rng(seed).permutation(len(arrays))
+    n_val = max(1, int(round(fraction * len(arrays))))
+    val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    y = arrays.y
+    return (
+        DomainArrays(arrays.x[train], None if y is None else y[train], arrays.domain, arrays.split),
+        DomainArrays(arrays.x[val], None if y is None else y[val], arrays.domain, "val"),
+    )
 
 
 def load_job_data(spec: JobSpec) -> DomainData:

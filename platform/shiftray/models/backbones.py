@@ -7,7 +7,7 @@ the module maps a batch to (N, out_dim) features, and ``mean``/``std`` say how r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -17,10 +17,24 @@ from shiftray.registry import BACKBONES
 
 @dataclass
 class Backbone:
+    """``layer_groups``: parameter names of ``module``, grouped from the input (0, the stem) to
+    the output; what layer-wise learning rates and gradual unfreezing act on."""
+
     module: nn.Module
     out_dim: int
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    layer_groups: list[list[str]] = field(default_factory=list)
+
+
+def groups_by_child(module: nn.Module) -> list[list[str]]:
+    """One group per top-level child that has parameters (for simple sequential nets)."""
+    groups = []
+    for name, child in module.named_children():
+        names = [f"{name}.{n}" for n, _ in child.named_parameters()]
+        if names:
+            groups.append(names)
+    return groups
 
 
 @BACKBONES.register("lenet")
@@ -45,7 +59,9 @@ def lenet(input_shape, pretrained=False, channels=(20, 50), dropout=0.5) -> Back
     )
     with torch.no_grad():
         out_dim = module.eval()(torch.zeros(1, c_in, h, w)).shape[1]
-    return Backbone(module.train(), int(out_dim), mean=(0.5,) * c_in, std=(0.5,) * c_in)
+    return Backbone(
+        module.train(), int(out_dim), (0.5,) * c_in, (0.5,) * c_in, groups_by_child(module)
+    )
 
 
 @BACKBONES.register("mlp")
@@ -67,7 +83,8 @@ def mlp(input_shape, pretrained=False, hidden=(256,), activation="relu", dropout
         if dropout:
             layers.append(nn.Dropout(dropout))
         dim = h
-    return Backbone(nn.Sequential(*layers), dim)
+    module = nn.Sequential(*layers)
+    return Backbone(module, dim, layer_groups=groups_by_child(module))
 
 
 class _TimmFeatures(nn.Module):
@@ -95,7 +112,11 @@ def timm_backbone(name: str, input_shape, pretrained: bool | str = False, **kwar
     if mean is not None and len(mean) != input_shape[0]:
         mean = (sum(mean) / len(mean),) * input_shape[0]
         std = (sum(std) / len(std),) * input_shape[0]
-    return Backbone(_TimmFeatures(model), int(model.num_features), mean, std)
+    from timm.models import group_parameters
+
+    grouped = group_parameters(model, model.group_matcher(coarse=True))
+    groups = [[f"model.{n}" for n in grouped[k]] for k in sorted(grouped)]
+    return Backbone(_TimmFeatures(model), int(model.num_features), mean, std, groups)
 
 
 def build_backbone(name: str, input_shape, pretrained: bool | str, kwargs: dict) -> Backbone:

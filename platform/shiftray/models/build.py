@@ -21,6 +21,9 @@ class AdaptModel(nn.Module):
         super().__init__()
         bb = build_backbone(spec.backbone, input_shape, spec.pretrained, spec.backbone_kwargs)
         self.backbone = bb.module
+        self.layer_groups = bb.layer_groups
+        self.frozen_backbone = False  # feature extraction: backbone in eval mode, no gradients
+        self.cached = False  # inputs are already backbone features (cached feature extraction)
         if bb.mean is not None:
             shape = (1, -1) + (1,) * (len(input_shape) - 1)
             self.register_buffer("input_mean", torch.tensor(bb.mean).view(shape), persistent=False)
@@ -37,19 +40,42 @@ class AdaptModel(nn.Module):
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of raw inputs (what cached feature extraction stores)."""
         if self.input_mean is not None:
             x = (x - self.input_mean) / self.input_std
-        features = self.bottleneck(self.backbone(x))
+        if self.frozen_backbone:
+            self.backbone.eval()
+            with torch.no_grad():
+                return self.backbone(x)
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.bottleneck(x if self.cached else self.features(x))
         return self.head(features), features
 
+    def freeze_backbone(self) -> None:
+        """Feature extraction: call before any DDP wrap (DDP fixes its parameters once)."""
+        self.frozen_backbone = True
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by role, for per-group learning rates (pre-trained vs new)."""
-        return {
-            "backbone": list(self.backbone.parameters()),
-            "bottleneck": list(self.bottleneck.parameters()),
-            "head": list(self.head.parameters()),
-        }
+        """Parameters by role, for per-group learning rates: backbone layer groups from the
+        input up (``backbone.0`` is the stem), then the new bottleneck and head."""
+        named = dict(self.backbone.named_parameters())
+        groups: dict[str, list[nn.Parameter]] = {}
+        seen: set[str] = set()
+        for i, names in enumerate(self.layer_groups):
+            groups[f"backbone.{i}"] = [named[n] for n in names]
+            seen.update(names)
+        rest = [p for n, p in named.items() if n not in seen]
+        if rest:  # parameters no group claims join the top group
+            key = f"backbone.{max(len(self.layer_groups) - 1, 0)}"
+            groups[key] = groups.get(key, []) + rest
+        groups["bottleneck"] = list(self.bottleneck.parameters())
+        groups["head"] = list(self.head.parameters())
+        return groups
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> AdaptModel:

@@ -37,6 +37,7 @@ class TrainState:
     total_steps: int
     seed: int
     metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # unfreeze stage, early-stopping state, ...
 
     @property
     def progress(self) -> float:

@@ -26,6 +26,9 @@ from shiftray.data.formats import DomainData
 from shiftray.data.pairing import Pairing
 from shiftray.data.transforms import build_augment
 from shiftray.evaluate.metrics import evaluate
+from shiftray.evaluate.validators import EarlyStopper, unsupervised_scores
+from shiftray.finetune.regularizers import L2SP
+from shiftray.finetune.schedule import stage_index
 from shiftray.methods.base import ModelInfo
 from shiftray.models.build import build_model
 from shiftray.registry import METHODS
@@ -37,6 +40,7 @@ from shiftray.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from shiftray.train.features import cache_features
 from shiftray.train.module import TrainModule
 from shiftray.train.optim import build_optimizer, set_lr
 from shiftray.train.step import train_step
@@ -110,39 +114,55 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
         data = ray.get(data)
     ctx = WorkerContext.current(spec, bool(config.get("ray", False)))
-    threads = spec.resources.torch_threads or (
-        max(1, int(spec.resources.cpus_per_worker)) if ctx.in_ray else None
-    )
+    threads = spec.resources.torch_threads
+    if threads is None and ctx.in_ray:
+        threads = max(1, int(spec.resources.cpus_per_worker))
     if threads:
         torch.set_num_threads(threads)
-    tr = spec.train
+    tr, ft = spec.train, spec.finetune
     total = tr.steps
 
-    torch.manual_seed(tr.seed)  # identical initial weights on every rank
+    # --- setup: model, method, optimizer (identical initial weights on every rank) ---
+    torch.manual_seed(tr.seed)
     model = build_model(spec.model, data.input_shape, data.num_classes)
-    method_cls = METHODS.get(spec.method.name)
     info = ModelInfo(model.feature_dim, data.num_classes, len(data.target))
-    method = method_cls(spec.method.resolved_params(), info)
-    module = TrainModule(model, method).to(ctx.device)
+    method = METHODS.get(spec.method.name)(spec.method.resolved_params(), info)
+    regularizer = None
+    if ft.l2sp_alpha > 0 or ft.l2sp_beta > 0:
+        new = list(model.bottleneck.parameters()) + list(model.head.parameters())
+        regularizer = L2SP(model.backbone, new, ft.l2sp_alpha, ft.l2sp_beta).to_device(ctx.device)
+    module = TrainModule(model, method, regularizer).to(ctx.device)
+    aug = spec.finetune.augment
+    if method.needs_strong and not aug.enabled:
+        aug = aug.model_copy(update={"enabled": True})
+    if ft.strategy == "feature-extraction":
+        model.freeze_backbone()  # before DDP: its parameter set is fixed from here on
+        if ft.cache_features and not aug.enabled:
+            data = cache_features(model, data, tr.eval_batch_size, ctx.device)
     optimizer = build_optimizer(module, spec)
+    stopper = None
+    if ft.early_stopping is not None:
+        es = ft.early_stopping
+        stopper = EarlyStopper(es.metric, es.patience, es.min_delta)
 
+    # --- resume from the newest complete checkpoint, if any ---
     start, last_eval = 0, {}
     resume = _resume_point(ctx, run_dir)
     if resume is not None:
         state = load_checkpoint(resume, module, optimizer)
         start, last_eval = state.step, state.metrics
+        if stopper is not None and "early_stopping" in state.extra:
+            stopper.load(state.extra["early_stopping"])
     trained: torch.nn.Module = module
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
-    local_batch = tr.batch_size // ctx.world
-    aug = spec.finetune.augment
-    if method.needs_strong and not aug.enabled:
-        aug = aug.model_copy(update={"enabled": True})
+    # --- data: this worker's shard of both domains, as pure functions of the step ---
     weak = build_augment("weak", data.input_shape, aug)
     strong = build_augment("strong", data.input_shape, aug) if method.needs_strong else None
     source = data.source if method.uses_source else None  # source-free: never read
+    local_batch = tr.batch_size // ctx.world
     pairing = Pairing(
         source, data.target, local_batch, tr.seed, ctx.rank, ctx.world, weak, strong, aug.source
     )
@@ -153,11 +173,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         (run_dir / "spec.yaml").write_text(spec_yaml)
         (run_dir / "labels.json").write_text(json.dumps(labels))
 
+    # --- train ---
     sums: dict[str, float] = {}
     n_logged, t0, t_last = 0, time.perf_counter(), time.perf_counter()
+    stopped = False
+    done = start
     for step in range(start, total):
         progress = step / total
-        lr = set_lr(optimizer, spec.optim, progress)
+        lr = set_lr(optimizer, spec, progress)
         if method.refresh_every and step % method.refresh_every == 0:
             method.refresh(model, data.target, ctx.device)  # e.g. SHOT's global pseudo-labels
         torch.manual_seed(_step_seed(tr.seed, ctx.rank, step))
@@ -175,25 +198,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             sums, n_logged, t_last = {}, 0, now
         is_eval = done % tr.eval_every == 0 or done == total
         is_ckpt = done % tr.checkpoint_every == 0 or done == total
-        if is_eval or is_ckpt:
+        if is_eval:
             if ctx.world > 1:  # BatchNorm running stats: evaluate rank 0's everywhere
                 for buf in module.buffers():
                     dist.broadcast(buf, 0)
-            if is_eval:
-                res = evaluate(
-                    module.model,
-                    data.target_test,
-                    tr.eval_batch_size,
-                    ctx.device,
-                    ctx.rank,
-                    ctx.world,
-                )
-                last_eval = {
-                    "target_acc": res.accuracy,
-                    "target_loss": res.loss,
-                    "eval_count": res.count,
-                }
-                record |= last_eval
+            last_eval = evaluate_all(module.model, data, tr.eval_batch_size, ctx)
+            record |= last_eval
+            if stopper is not None and stopper.update(last_eval[stopper.metric], done):
+                stopped = is_ckpt = True  # the same decision on every rank (all-reduced metrics)
+                record["early_stop"] = True
         if record:
             record |= {
                 "step": done,
@@ -204,24 +217,42 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if is_ckpt:
             ckpt = None
             if ctx.rank == 0:
-                state = TrainState(done, total, tr.seed, metrics=last_eval)
+                extra = {"unfreeze_stage": stage_index(ft, progress)}
+                if stopper is not None:
+                    extra["early_stopping"] = stopper.state()
+                state = TrainState(done, total, tr.seed, metrics=last_eval, extra=extra)
                 ckpt = save_checkpoint(run_dir, module, optimizer, state, spec_yaml, labels)
             _report(ctx, {"step": done, **last_eval}, ckpt)
             if ctx.rank == 0:
                 prune_checkpoints(run_dir, tr.keep_checkpoints)
         elif is_eval:
             _report(ctx, {"step": done, **last_eval}, None)
+        if stopped:
+            break
 
     (run_dir / f"params_rank{ctx.rank}.json").write_text(json.dumps(param_digest(module)))
-    result = {
-        "step": total,
-        **last_eval,
-        "seconds": time.perf_counter() - t0,
-        "resumed_from": start,
-    }
+    result = {"step": done, **last_eval, "seconds": time.perf_counter() - t0, "resumed_from": start}
+    if stopper is not None:
+        result |= {
+            "stopped_early": stopped,
+            "best_step": stopper.best_step,
+            "best_value": stopper.best,
+        }
     if ctx.rank == 0:
         tmp = run_dir / "result.json.tmp"
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, run_dir / "result.json")
     tracker.close()
     return result
+
+
+def evaluate_all(model, data: DomainData, batch_size: int, ctx: WorkerContext) -> dict[str, float]:
+    """Target test accuracy (labels used for reporting only), source validation accuracy when
+    held out, and label-free scores on the unlabelled target set."""
+    args = (batch_size, ctx.device, ctx.rank, ctx.world)
+    res = evaluate(model, data.target_test, *args)
+    out = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
+    if "source_val" in data.extra:
+        out["source_val_acc"] = evaluate(model, data.extra["source_val"], *args).accuracy
+    out |= unsupervised_scores(model, data.target, *args)
+    return out
