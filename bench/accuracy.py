@@ -54,65 +54,66 @@ class Task:
     overrides: tuple[str, ...]
 
 
+def job_file(benchmark: str, task: str, method: str) -> str:
+    if benchmark == "digits":
+        s, t = task.split("->")
+        return f"jobs/digits/{s}-{t}-{method}.yaml"
+    return f"jobs/{'amazon' if benchmark == 'amazon' else 'office-caltech'}/{method}.yaml"
+
+
 def tasks(suites: list[str], methods: list[str], seeds: list[int]) -> list[Task]:
-    out = []
-    for seed in seeds:
-        for m in methods:
-            if "digits" in suites:
-                for s, t in (("mnist", "usps"), ("usps", "mnist")):
-                    out.append(
-                        Task("digits", f"{s}->{t}", m, seed, f"jobs/digits/{s}-{t}-{m}.yaml", ())
-                    )
-            if "amazon" in suites:
-                for s in "bdek":
-                    for t in "bdek":
-                        if s != t:
-                            ov = (f"data.source={AMAZON[s]}", f"data.target={AMAZON[t]}")
-                            out.append(
-                                Task("amazon", f"{s}->{t}", m, seed, f"jobs/amazon/{m}.yaml", ov)
-                            )
-            if "office" in suites:
-                for s in "ACDW":
-                    for t in "ACDW":
-                        if s != t:
-                            ov = (f"data.source={OFFICE[s]}", f"data.target={OFFICE[t]}")
-                            out.append(
-                                Task(
-                                    "office_caltech",
-                                    f"{s}->{t}",
-                                    m,
-                                    seed,
-                                    f"jobs/office-caltech/{m}.yaml",
-                                    ov,
-                                )
-                            )
-    # long runs first, so the pool ends together
-    return sorted(out, key=lambda t: t.benchmark != "digits")
+    pairs: list[tuple[str, str, tuple[str, ...]]] = []
+    if "digits" in suites:
+        pairs += [("digits", "mnist->usps", ()), ("digits", "usps->mnist", ())]
+    for suite, names in (("amazon", AMAZON), ("office", OFFICE)):
+        if suite in suites:
+            bench = "amazon" if suite == "amazon" else "office_caltech"
+            for s in names:
+                for t in names:
+                    if s != t:
+                        ov = (f"data.source={names[s]}", f"data.target={names[t]}")
+                        pairs.append((bench, f"{s}->{t}", ov))
+    out = [
+        Task(bench, task, m, seed, job_file(bench, task, m), ov)
+        for seed in seeds
+        for m in methods
+        for bench, task, ov in pairs
+    ]
+    return sorted(out, key=lambda t: t.benchmark != "digits")  # long runs first
 
 
-def run_task(task: Task) -> dict:
-    import torch
+def _train(job: str, overrides: list[str], run_dir: str) -> tuple[dict, int]:
     from shiftray.config.load import load_spec
     from shiftray.data.loading import load_job_data
     from shiftray.train.loop import train_loop_per_worker
 
-    torch.set_num_threads(1)
-    spec = load_spec(
-        ROOT / task.job, [*task.overrides, f"train.seed={task.seed}", "tracking.wandb=disabled"]
-    )
+    spec = load_spec(ROOT / job, [*overrides, "tracking.wandb=disabled"])
     data = load_job_data(spec)
+    result = train_loop_per_worker(
+        {"spec": spec.model_dump(mode="json"), "run_dir": run_dir, "data": data}
+    )
+    return result, spec.train.steps
+
+
+def run_task(task: Task) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    overrides = [*task.overrides, f"train.seed={task.seed}"]
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = train_loop_per_worker(
-            {"spec": spec.model_dump(mode="json"), "run_dir": run_dir, "data": data}
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        if task.method == "shot":  # phase 1: the source model SHOT adapts (time included)
+            src = job_file(task.benchmark, task.task, "source")
+            _train(src, overrides, f"{tmp}/source")
+            overrides.append(f"method.params.source_checkpoint={tmp}/source")
+        result, steps = _train(task.job, overrides, f"{tmp}/run")
     return {
         "benchmark": task.benchmark,
         "task": task.task,
         "method": task.method,
         "seed": task.seed,
         "target_acc": round(result["target_acc"], 3),
-        "steps": spec.train.steps,
+        "steps": steps,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 

@@ -78,6 +78,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from shiftray.compare import compare
+
+    jobs, overrides = _split_args(args.items)
+    if len(jobs) != 1:
+        raise SpecError("shiftray compare takes exactly one job spec")
+    base = load_spec(jobs[0], overrides)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    out_dir, table = compare(base, strategies, args.seeds, use_ray=not args.no_ray)
+    print_table(table, ["strategy", "target_acc", "seeds", "seconds/run"])
+    print(f"\ntable: {out_dir / 'compare.md'}\nplot:  {out_dir / 'compare.svg'}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     jobs, overrides = _split_args(args.items)
     for j in jobs:
@@ -187,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=0, help="worker-group restarts allowed")
     r.add_argument("--quiet", action="store_true", help="no live progress")
     r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser(
+        "compare", help="run transfer strategies / methods side by side, several seeds"
+    )
+    c.add_argument("items", nargs="+", metavar="JOB.yaml|override")
+    c.add_argument(
+        "--strategies", default="scratch,feature-extraction,fine-tune,gradual-unfreeze,dann",
+        help="comma-separated: scratch, feature-extraction, fine-tune, gradual-unfreeze, or method names",
+    )  # fmt: skip
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument(
+        "--no-ray", action="store_true", help="run the variants one by one in this process"
+    )
+    c.set_defaults(func=cmd_compare)
 
     v = sub.add_parser("validate", help="check job specs without running them")
     v.add_argument("items", nargs="+", metavar="JOB.yaml|override")

@@ -48,3 +48,21 @@ def test_two_workers_stay_in_sync_and_evaluate_everything(ray_session, tmp_path)
     # a rerun on the same run directory resumes from its latest checkpoint instead of retraining
     again = fit(spec)
     assert json.loads((again.run_dir / "result.json").read_text())["resumed_from"] == 30
+
+
+def test_compare_runs_strategies_as_ray_tasks(ray_session, tmp_path):
+    from shiftray.compare import compare
+
+    spec = spec_from_dict(
+        synthetic_spec(
+            name="cmp", tracking={"wandb": "disabled", "output_dir": str(tmp_path)}, train__steps=20,
+            model={"backbone": "mlp", "backbone_kwargs": {"hidden": [16, 16]}, "bottleneck_dim": 8},
+        )
+    )  # fmt: skip
+    out_dir, table = compare(spec, ["scratch", "feature-extraction", "dann"], seeds=2)
+    assert [r["strategy"] for r in table] == ["scratch", "feature-extraction", "dann"]
+    runs = json.loads((out_dir / "compare.json").read_text())["runs"]
+    assert len(runs) == 6 and all(0 <= r["target_acc"] <= 100 for r in runs)
+    assert (out_dir / "compare.svg").read_text().startswith("<svg")
+    assert "| feature-extraction |" in (out_dir / "compare.md").read_text()
+    assert (out_dir / "cmp-dann-s1" / "result.json").is_file()

@@ -56,7 +56,8 @@ class ModelSpec(Strict):
 
     backbone: str = Field("lenet", description="registered backbone or timm/<name>")
     pretrained: bool | str = Field(
-        False, description="false, true (hub weights) or a path to a weights file"
+        False,
+        description="false, true (hub), imagenet-package (weights from a pip package), or a file",
     )
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     bottleneck_dim: int = Field(256, ge=0, description="0 = no bottleneck")

@@ -69,6 +69,9 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 class DigitsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_size: int = Field(28, ge=8, le=256, description="images are resized to this square")
+    channels: Literal[1, 3] = Field(
+        1, description="3 repeats the grey channel (ImageNet backbones)"
+    )
     usps_format: Literal["h5", "libsvm"] = Field(
         "h5", description="usps.h5 (train+test) or LIBSVM usps.bz2/usps.t.bz2; never mixed"
     )
@@ -166,6 +169,8 @@ class Digits(Benchmark):
             x = ((x + 1.0) / 2.0).reshape(-1, 16, 16)
             y = y.astype(np.int64) - 1
         x = _resize(x, opts.image_size)[:, None]  # (N, 1, S, S)
+        if opts.channels == 3:
+            x = np.repeat(x, 3, axis=1)
         return DomainArrays(np.ascontiguousarray(x, dtype=np.float32), y, domain, split)
 
 

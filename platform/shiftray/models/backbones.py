@@ -101,12 +101,17 @@ def timm_backbone(name: str, input_shape, pretrained: bool | str = False, **kwar
     import timm
 
     extra = dict(kwargs)
-    if isinstance(pretrained, str):
-        extra["pretrained_cfg_overlay"] = dict(file=pretrained)
-        pretrained = True
-    model = timm.create_model(
-        name, pretrained=pretrained, num_classes=0, in_chans=input_shape[0], **extra
-    )
+    if pretrained == "imagenet-package":
+        from shiftray.models.pretrained import create_with_package_weights
+
+        model = create_with_package_weights(name, num_classes=0, in_chans=input_shape[0], **extra)
+    else:
+        if isinstance(pretrained, str):
+            extra["pretrained_cfg_overlay"] = dict(file=pretrained)
+            pretrained = True
+        model = timm.create_model(
+            name, pretrained=pretrained, num_classes=0, in_chans=input_shape[0], **extra
+        )
     cfg = model.pretrained_cfg or {}
     mean, std = cfg.get("mean"), cfg.get("std")
     if mean is not None and len(mean) != input_shape[0]:

@@ -108,6 +108,7 @@ def _resume_point(ctx: WorkerContext, run_dir: Path) -> Path | None:
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     spec = JobSpec.model_validate(config["spec"])
     run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
     data = config["data"]
     if not isinstance(data, DomainData):
         import ray
