@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--restart", action="store_true", help="delete the run directory first (no resume)"
     )
-    r.add_argument("--max-failures", type=int, default=0, help="worker-group restarts allowed")
+    r.add_argument("--max-failures", type=int, default=None, help="override resources.max_failures")
     r.add_argument("--quiet", action="store_true", help="no live progress")
     r.set_defaults(func=cmd_run)
 

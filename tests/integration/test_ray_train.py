@@ -66,3 +66,22 @@ def test_compare_runs_strategies_as_ray_tasks(ray_session, tmp_path):
     assert (out_dir / "compare.svg").read_text().startswith("<svg")
     assert "| feature-extraction |" in (out_dir / "compare.md").read_text()
     assert (out_dir / "cmp-dann-s1" / "result.json").is_file()
+
+
+def test_worker_killed_mid_run_restarts_from_last_checkpoint(ray_session, tmp_path):
+    from shiftray.train.launch import fit
+
+    spec = spec_from_dict(
+        synthetic_spec(
+            name="ft", resources={"num_workers": 2, "max_failures": 2},
+            tracking={"wandb": "disabled", "output_dir": str(tmp_path)},
+            train__steps=60, train__eval_every=10, train__checkpoint_every=10, train__keep_checkpoints=10,
+        )
+    )  # fmt: skip
+    fault = {"rank": 1, "step": 25, "where": "step", "marker": str(tmp_path / "killed")}
+    result = fit(spec, loop_extra={"inject_fault": fault})
+    assert (tmp_path / "killed").read_text() == "25"  # rank 1 really died at step 25
+    final = json.loads((result.run_dir / "result.json").read_text())
+    assert final["step"] == 60 and final["resumed_from"] == 20  # redone: 5 steps < one interval
+    steps = [int(p.name.split("_")[1]) for p in list_checkpoints(result.run_dir)]
+    assert steps == [10, 20, 30, 40, 50, 60]  # contiguous: nothing lost, nothing skipped

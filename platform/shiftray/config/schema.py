@@ -203,6 +203,16 @@ class TrainSpec(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(50, gt=0)
     seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="autocast dtype; auto = bf16 on GPUs that support it, else fp32"
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="NHWC memory format for image models; auto = on for GPU"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "off", description="torch.compile the training module; auto = on for GPU"
+    )
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
 
 
 class ResourcesSpec(Strict):
@@ -211,6 +221,9 @@ class ResourcesSpec(Strict):
     cpus_per_worker: float = Field(1.0, gt=0.0)
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
+    max_failures: int = Field(
+        0, ge=-1, description="worker-group restarts from the last checkpoint (-1 = unlimited)"
+    )
 
 
 class TrackingSpec(Strict):
@@ -243,9 +256,9 @@ class JobSpec(Strict):
 
     @model_validator(mode="after")
     def _batch_splits(self) -> JobSpec:
-        if self.train.batch_size % self.resources.num_workers:
+        if self.train.batch_size % (self.resources.num_workers * self.train.grad_accum):
             raise ValueError(
                 f"train.batch_size={self.train.batch_size} must be divisible by "
-                f"resources.num_workers={self.resources.num_workers}"
+                f"resources.num_workers={self.resources.num_workers} x train.grad_accum={self.train.grad_accum}"
             )
         return self

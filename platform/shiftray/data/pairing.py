@@ -35,8 +35,13 @@ class DABatch:
     x_t_strong: torch.Tensor | None = None
     idx_t: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> DABatch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+    def to(self, device: torch.device | str, channels_last: bool = False) -> DABatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            t = t.to(device, non_blocking=True)
+            return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
+
         return DABatch(*(move(getattr(self, f.name)) for f in fields(self)))
 
 

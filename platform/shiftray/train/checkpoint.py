@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(
     run_dir: Path, module: TrainModule, optimizer: torch.optim.Optimizer | None,
-    state: TrainState, spec_yaml: str, labels: dict,
+    state: TrainState, spec_yaml: str, labels: dict, before_commit: Callable[[], None] | None = None,
 ) -> Path:  # fmt: skip
     run_dir = Path(run_dir)
     final = run_dir / checkpoint_name(state.step)
@@ -83,6 +84,8 @@ def save_checkpoint(
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     _fsync_dir(tmp)
+    if before_commit is not None:  # fault-injection point for tests: a kill here loses nothing
+        before_commit()
     if final.exists():  # the same step saved again (a resumed run): replace it whole
         shutil.rmtree(final)
     os.rename(tmp, final)

@@ -60,8 +60,12 @@ class FitResult:
     seconds: float
 
 
-def fit(spec: JobSpec, data: DomainData | None = None, max_failures: int = 0) -> FitResult:
-    """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers."""
+def fit(
+    spec: JobSpec, data: DomainData | None = None, max_failures: int | None = None,
+    loop_extra: dict[str, Any] | None = None,
+) -> FitResult:  # fmt: skip
+    """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers. ``loop_extra`` adds
+    keys to the loop's config (tests use it to inject faults)."""
     t0 = time.perf_counter()
     data = data if data is not None else load_job_data(spec)
     run_dir = run_dir_for(spec)
@@ -80,6 +84,7 @@ def fit(spec: JobSpec, data: DomainData | None = None, max_failures: int = 0) ->
             "run_dir": str(run_dir),
             "data": ray.put(data),
             "ray": True,
+            **(loop_extra or {}),
         },
         scaling_config=ScalingConfig(
             num_workers=res.num_workers,
@@ -90,7 +95,9 @@ def fit(spec: JobSpec, data: DomainData | None = None, max_failures: int = 0) ->
         run_config=RunConfig(
             name=spec.name,
             storage_path=str(run_dir.parent),
-            failure_config=FailureConfig(max_failures=max_failures),
+            failure_config=FailureConfig(
+                max_failures=spec.resources.max_failures if max_failures is None else max_failures
+            ),
         ),
     )
     result = trainer.fit()

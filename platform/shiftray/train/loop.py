@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from shiftray.train.checkpoint import (
 from shiftray.train.features import cache_features
 from shiftray.train.module import TrainModule
 from shiftray.train.optim import build_optimizer, set_lr
-from shiftray.train.step import train_step
+from shiftray.train.step import StepConfig, train_step
 
 
 @dataclass
@@ -105,6 +106,22 @@ def _resume_point(ctx: WorkerContext, run_dir: Path) -> Path | None:
     return latest_checkpoint(run_dir)
 
 
+def _fault_hook(config: dict[str, Any], rank: int, where: str):
+    """Tests inject faults through ``config["inject_fault"]`` = {rank, step, where: step |
+    checkpoint, marker}: the process SIGKILLs itself once (the marker file remembers)."""
+    fault = config.get("inject_fault")
+    if not fault or fault.get("rank", 0) != rank or fault.get("where", "step") != where:
+        return lambda step: None
+
+    def hook(step: int) -> None:
+        marker = Path(fault["marker"])
+        if step == fault["step"] and not marker.exists():
+            marker.write_text(str(step))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     spec = JobSpec.model_validate(config["spec"])
     run_dir = Path(config["run_dir"])
@@ -154,10 +171,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         start, last_eval = state.step, state.metrics
         if stopper is not None and "early_stopping" in state.extra:
             stopper.load(state.extra["early_stopping"])
+    step_cfg = StepConfig.from_spec(spec, ctx.device, image_model=len(data.input_shape) == 3)
+    if step_cfg.channels_last:
+        module = module.to(memory_format=torch.channels_last)
     trained: torch.nn.Module = module
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    compile_on = spec.train.compile == "on" or (spec.train.compile == "auto" and ctx.device.type == "cuda")
+    if compile_on:
+        trained = torch.compile(trained)
 
     # --- data: this worker's shard of both domains, as pure functions of the step ---
     weak = build_augment("weak", data.input_shape, aug)
@@ -174,6 +197,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         (run_dir / "spec.yaml").write_text(spec_yaml)
         (run_dir / "labels.json").write_text(json.dumps(labels))
 
+    fault_step = _fault_hook(config, ctx.rank, "step")
+    fault_ckpt = _fault_hook(config, ctx.rank, "checkpoint")
+
     # --- train ---
     sums: dict[str, float] = {}
     n_logged, t0, t_last = 0, time.perf_counter(), time.perf_counter()
@@ -185,12 +211,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if method.refresh_every and step % method.refresh_every == 0:
             method.refresh(model, data.target, ctx.device)  # e.g. SHOT's global pseudo-labels
         torch.manual_seed(_step_seed(tr.seed, ctx.rank, step))
-        batch = pairing.batch(step).to(ctx.device)
-        out = train_step(trained, optimizer, batch, progress, spec.optim.grad_clip, step)
+        batch = pairing.batch(step).to(ctx.device, step_cfg.channels_last)
+        out = train_step(trained, optimizer, batch, progress, step_cfg, step)
         for k, v in {"loss": out.loss.detach(), **out.logs}.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         n_logged += 1
         done = step + 1
+        fault_step(done)
         record: dict[str, Any] = {}
         if done % tr.log_every == 0 or done == total:
             now = time.perf_counter()
@@ -222,7 +249,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 if stopper is not None:
                     extra["early_stopping"] = stopper.state()
                 state = TrainState(done, total, tr.seed, metrics=last_eval, extra=extra)
-                ckpt = save_checkpoint(run_dir, module, optimizer, state, spec_yaml, labels)
+                ckpt = save_checkpoint(
+                    run_dir, module, optimizer, state, spec_yaml, labels, lambda: fault_ckpt(done)
+                )
             _report(ctx, {"step": done, **last_eval}, ckpt)
             if ctx.rank == 0:
                 prune_checkpoints(run_dir, tr.keep_checkpoints)
@@ -232,6 +261,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             break
 
     (run_dir / f"params_rank{ctx.rank}.json").write_text(json.dumps(param_digest(module)))
+    if ctx.in_ray:  # where each rank ran (multi-node runs)
+        import ray
+
+        (run_dir / f"node_rank{ctx.rank}.txt").write_text(ray.get_runtime_context().get_node_id())
     result = {"step": done, **last_eval, "seconds": time.perf_counter() - t0, "resumed_from": start}
     if stopper is not None:
         result |= {

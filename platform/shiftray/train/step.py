@@ -1,12 +1,56 @@
-"""One optimisation step (no Ray here): forward, backward, clip, step."""
+"""One optimisation step (no Ray here): forward under autocast, backward, clip, step.
+
+``grad_accum`` > 1 splits the batch into micro-batches whose gradients add up before the
+step (under DDP only the last one all-reduces). Each micro-batch's loss is divided by the
+count, so the update equals one step on the whole batch for per-example-mean losses.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from shiftray.config.schema import JobSpec
 from shiftray.data.pairing import DABatch
 from shiftray.methods.base import StepOutput
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    autocast_dtype: torch.dtype | None = None  # None = fp32
+    device_type: str = "cpu"
+    channels_last: bool = False
+    grad_clip: float | None = None
+    grad_accum: int = 1
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, device: torch.device, image_model: bool) -> StepConfig:
+        tr, cuda = spec.train, device.type == "cuda"
+        bf16 = tr.precision == "bf16" or (tr.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+        cl = tr.channels_last == "on" or (tr.channels_last == "auto" and cuda)
+        return cls(
+            autocast_dtype=torch.bfloat16 if bf16 else None,
+            device_type=device.type,
+            channels_last=cl and image_model,
+            grad_clip=spec.optim.grad_clip,
+            grad_accum=tr.grad_accum,
+        )
+
+
+def _micro_batches(batch: DABatch, n: int) -> list[DABatch]:
+    if n == 1:
+        return [batch]
+    parts = []
+    for i in range(n):
+        def cut(t, i=i):
+            return None if t is None else t.chunk(n)[i]
+
+        parts.append(DABatch(*(cut(getattr(batch, f.name)) for f in dataclasses.fields(batch))))
+    return parts
 
 
 def train_step(
@@ -14,16 +58,32 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: DABatch,
     progress: float,
-    grad_clip: float | None = None,
+    cfg: StepConfig = StepConfig(),
     step: int = 0,
 ) -> StepOutput:
     module.train()
     optimizer.zero_grad(set_to_none=True)
-    out: StepOutput = module(batch, progress)
-    out.loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    micro = _micro_batches(batch, cfg.grad_accum)
+    loss_sum, logs = 0.0, {}
+    for i, mb in enumerate(micro):
+        last = i == len(micro) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+        amp = (
+            torch.autocast(cfg.device_type, dtype=cfg.autocast_dtype)
+            if cfg.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with sync:
+            with amp:
+                out: StepOutput = module(mb, progress)
+            (out.loss / len(micro)).backward()
+        loss_sum = loss_sum + out.loss.detach() / len(micro)
+        for k, v in out.logs.items():
+            logs[k] = logs.get(k, 0.0) + v.detach().float() / len(micro)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
     optimizer.step()
     inner = getattr(module, "module", module)  # under DDP
+    inner = getattr(inner, "_orig_mod", inner)  # under torch.compile
     inner.method.after_step(inner.model, step, progress)
-    return out
+    return StepOutput(loss_sum, logs)

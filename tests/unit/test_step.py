@@ -1,0 +1,40 @@
+import torch
+
+from shiftray.config.schema import ModelSpec
+from shiftray.data.pairing import DABatch
+from shiftray.methods.base import ModelInfo
+from shiftray.methods.dann import DANN, DANNParams
+from shiftray.models.build import build_model
+from shiftray.train.module import TrainModule
+from shiftray.train.step import StepConfig, train_step
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    model = build_model(ModelSpec(backbone="mlp", backbone_kwargs={"hidden": [8]}, bottleneck_dim=0), (5,), 3)
+    method = DANN(DANNParams(disc_hidden=[4], disc_batch_norm=False), ModelInfo(8, 3))
+    module = TrainModule(model, method)
+    return module, torch.optim.SGD(module.parameters(), lr=0.1)
+
+
+def test_grad_accumulation_equals_one_big_step():
+    torch.manual_seed(1)
+    batch = DABatch(torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.randn(8, 5))
+    a, opt_a = make()
+    b, opt_b = make()
+    train_step(a, opt_a, batch, 0.5, StepConfig())
+    train_step(b, opt_b, batch, 0.5, StepConfig(grad_accum=2))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_bf16_autocast_and_channels_last_step_on_cpu():
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(backbone="lenet", bottleneck_dim=32), (1, 28, 28), 10)
+    module = TrainModule(model, DANN(DANNParams(disc_hidden=[16]), ModelInfo(32, 10)))
+    module = module.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    batch = DABatch(torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,)), torch.rand(4, 1, 28, 28))
+    cfg = StepConfig(autocast_dtype=torch.bfloat16, channels_last=True)
+    out = train_step(module, opt, batch.to("cpu", channels_last=True), 0.1, cfg)
+    assert torch.isfinite(out.loss) and set(out.logs) >= {"cls_loss", "transfer_loss"}
