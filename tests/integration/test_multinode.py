@@ -5,7 +5,6 @@ import json
 
 import pytest
 from conftest import synthetic_spec
-
 from shiftray.config.load import spec_from_dict
 
 pytestmark = pytest.mark.ray
@@ -19,7 +18,9 @@ def two_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"node_a": 1}})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"node_a": 1}}
+    )
     cluster.add_node(num_cpus=1, resources={"node_b": 1})
     ray.init(address=cluster.address)
     cluster.wait_for_nodes()
@@ -30,12 +31,16 @@ def two_nodes():
 
 def test_two_node_training_matches_single_node(two_nodes, tmp_path):
     import ray
-
     from shiftray.data.loading import load_job_data
     from shiftray.train.launch import fit
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    over = dict(train__steps=30, train__eval_every=15, train__checkpoint_every=15, data__options={"n": 301, "dim": 8})
+    over = dict(
+        train__steps=30,
+        train__eval_every=15,
+        train__checkpoint_every=15,
+        data__options={"n": 301, "dim": 8},
+    )
     spec = spec_from_dict(
         synthetic_spec(name="multi", resources={"num_workers": 2, "torch_threads": 1}, tracking={"wandb": "disabled", "output_dir": str(tmp_path / "a")}, **over)
     )  # fmt: skip
@@ -50,14 +55,27 @@ def test_two_node_training_matches_single_node(two_nodes, tmp_path):
 
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
-    mp.start_processes(_ref_worker, args=(2, spec.model_dump(mode="json"), str(ref_dir), load_job_data(spec), str(tmp_path / "rdzv")), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _ref_worker,
+        args=(
+            2,
+            spec.model_dump(mode="json"),
+            str(ref_dir),
+            load_job_data(spec),
+            str(tmp_path / "rdzv"),
+        ),
+        nprocs=2,
+        start_method="spawn",
+    )
     assert json.loads((ref_dir / "params_rank0.json").read_text()) == digests[0]
-    assert json.loads((ref_dir / "result.json").read_text())["target_acc"] == result.metrics["target_acc"]
+    assert (
+        json.loads((ref_dir / "result.json").read_text())["target_acc"]
+        == result.metrics["target_acc"]
+    )
 
 
 def _ref_worker(rank, world, spec_json, run_dir, data, rdzv):
     import torch.distributed as dist
-
     from shiftray.train.loop import train_loop_per_worker
 
     dist.init_process_group("gloo", init_method=f"file://{rdzv}", rank=rank, world_size=world)

@@ -1,5 +1,4 @@
 import torch
-
 from shiftray.config.schema import ModelSpec
 from shiftray.data.pairing import DABatch
 from shiftray.methods.base import ModelInfo
@@ -11,7 +10,9 @@ from shiftray.train.step import StepConfig, train_step
 
 def make(seed=0):
     torch.manual_seed(seed)
-    model = build_model(ModelSpec(backbone="mlp", backbone_kwargs={"hidden": [8]}, bottleneck_dim=0), (5,), 3)
+    model = build_model(
+        ModelSpec(backbone="mlp", backbone_kwargs={"hidden": [8]}, bottleneck_dim=0), (5,), 3
+    )
     method = DANN(DANNParams(disc_hidden=[4], disc_batch_norm=False), ModelInfo(8, 3))
     module = TrainModule(model, method)
     return module, torch.optim.SGD(module.parameters(), lr=0.1)

@@ -40,7 +40,11 @@ class DABatch:
             if t is None:
                 return None
             t = t.to(device, non_blocking=True)
-            return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
+            return (
+                t.contiguous(memory_format=torch.channels_last)
+                if channels_last and t.dim() == 4
+                else t
+            )
 
         return DABatch(*(move(getattr(self, f.name)) for f in fields(self)))
 

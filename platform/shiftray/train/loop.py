@@ -178,7 +178,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
-    compile_on = spec.train.compile == "on" or (spec.train.compile == "auto" and ctx.device.type == "cuda")
+    compile_on = spec.train.compile == "on" or (
+        spec.train.compile == "auto" and ctx.device.type == "cuda"
+    )
     if compile_on:
         trained = torch.compile(trained)
 

@@ -30,7 +30,9 @@ class StepConfig:
     @classmethod
     def from_spec(cls, spec: JobSpec, device: torch.device, image_model: bool) -> StepConfig:
         tr, cuda = spec.train, device.type == "cuda"
-        bf16 = tr.precision == "bf16" or (tr.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+        bf16 = tr.precision == "bf16" or (
+            tr.precision == "auto" and cuda and torch.cuda.is_bf16_supported()
+        )
         cl = tr.channels_last == "on" or (tr.channels_last == "auto" and cuda)
         return cls(
             autocast_dtype=torch.bfloat16 if bf16 else None,
@@ -46,6 +48,7 @@ def _micro_batches(batch: DABatch, n: int) -> list[DABatch]:
         return [batch]
     parts = []
     for i in range(n):
+
         def cut(t, i=i):
             return None if t is None else t.chunk(n)[i]
 
@@ -67,7 +70,9 @@ def train_step(
     loss_sum, logs = 0.0, {}
     for i, mb in enumerate(micro):
         last = i == len(micro) - 1
-        sync = contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+        sync = (
+            contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+        )
         amp = (
             torch.autocast(cfg.device_type, dtype=cfg.autocast_dtype)
             if cfg.autocast_dtype is not None

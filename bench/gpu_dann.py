@@ -1,0 +1,194 @@
+"""ResNet-50 DANN step speed on one GPU (run it through the device tool when a session has one).
+
+In one process on one device, images/s counting source + target:
+
+1. reference: fp32, eager, 32+32 images (how the classic DA libraries run);
+2. shiftray:  shiftray's own step (`shiftray.train.step.train_step`) at 128+128 with bf16
+   autocast, channels_last and torch.compile (the spec defaults on GPU);
+3. ray:       the same step inside a Ray Train worker (TorchTrainer, one worker);
+4. supervised: the plain supervised step on the same 256 images, same settings (the ceiling).
+
+DANN here: bottleneck 256, discriminator 1024-1024-1, SGD momentum 0.9 (as in the papers).
+
+    python bench/gpu_dann.py                                   # on a GPU machine
+    python bench/gpu_dann.py --device cpu --model test_resnet --image-size 32 --batch 4 \
+        --ref-batch 2 --steps 2 --warmup 1 --no-compile       # the CPU smoke test
+
+Writes bench/results/gpu-<card>-<date>.json (or cpu-smoke-<date>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, print_table  # noqa: E402
+from shiftray.config.schema import ModelSpec  # noqa: E402
+from shiftray.data.pairing import DABatch  # noqa: E402
+from shiftray.methods.base import ModelInfo  # noqa: E402
+from shiftray.methods.dann import DANN, DANNParams  # noqa: E402
+from shiftray.methods.erm import ERM, ERMParams  # noqa: E402
+from shiftray.models.build import build_model  # noqa: E402
+from shiftray.train.module import TrainModule  # noqa: E402
+from shiftray.train.step import StepConfig, train_step  # noqa: E402
+
+
+def measure(args: dict) -> float:
+    """Images per second of one configuration (runs in this process or a Ray Train worker)."""
+    device = torch.device(args["device"])
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = args["fast"]
+    torch.backends.cudnn.allow_tf32 = args["fast"]
+    size, b = args["image_size"], args["batch"]
+    model = build_model(
+        ModelSpec(backbone=f"timm/{args['model']}", bottleneck_dim=256), (3, size, size), 31
+    )
+    if args["method"] == "dann":
+        method = DANN(DANNParams(disc_hidden=[1024, 1024]), ModelInfo(256, 31))
+    else:
+        method = ERM(ERMParams(), ModelInfo(256, 31))
+    module = TrainModule(model, method).to(device)
+    cl = args["fast"] and device.type == "cuda" or args["channels_last"]
+    if cl:
+        module = module.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    cfg = StepConfig(
+        autocast_dtype=torch.bfloat16 if args["fast"] else None,
+        device_type=device.type,
+        channels_last=cl,
+    )
+    step_module = torch.compile(module) if args["compile"] else module
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2 * b, 3, size, size, generator=gen)
+    y = torch.randint(0, 31, (2 * b,), generator=gen)
+    if args["method"] == "dann":
+        batch = DABatch(x[:b], y[:b], x[b:]).to(device, cl)
+    else:
+        batch = DABatch(x, y, x[:1]).to(device, cl)  # supervised on all 2b images
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(args["warmup"]):
+        train_step(step_module, opt, batch, 0.5, cfg, i)
+    sync()
+    t = time.perf_counter()
+    for i in range(args["steps"]):
+        train_step(step_module, opt, batch, 0.5, cfg, i)
+    sync()
+    return 2 * b * args["steps"] / (time.perf_counter() - t)
+
+
+def measure_in_ray(args: dict) -> float:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from shiftray.train.launch import ensure_ray
+
+    ensure_ray()
+    import tempfile
+
+    bench_dir = str(Path(__file__).resolve().parent)
+    out = Path(tempfile.mkdtemp()) / "images_per_s.json"
+
+    def loop(config):
+        import json
+        import sys
+
+        sys.path.insert(0, bench_dir)
+        from gpu_dann import measure as measure_in_worker  # this file, imported in the worker
+
+        Path(config["out"]).write_text(json.dumps(measure_in_worker(config)))
+
+    use_gpu = args["device"] == "cuda"
+    trainer = TorchTrainer(
+        loop, train_loop_config=dict(args, out=str(out)),
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=tempfile.mkdtemp(), name="gpu-bench"),
+    )  # fmt: skip
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return float(json.loads(out.read_text()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=128, help="per domain, shiftray and supervised")
+    p.add_argument("--ref-batch", type=int, default=32, help="per domain, the fp32 reference")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--out-dir", default=str(RESULTS))
+    args = p.parse_args()
+    common = dict(
+        device=args.device,
+        model=args.model,
+        image_size=args.image_size,
+        steps=args.steps,
+        warmup=args.warmup,
+    )
+    fast = dict(
+        common, batch=args.batch, fast=True, compile=not args.no_compile, channels_last=True
+    )
+    configs = {
+        "reference fp32 eager": dict(
+            common,
+            batch=args.ref_batch,
+            fast=False,
+            compile=False,
+            channels_last=False,
+            method="dann",
+        ),
+        "shiftray step": dict(fast, method="dann"),
+        "supervised step": dict(fast, method="erm"),
+    }
+    rows = []
+    for name, cfg in configs.items():
+        rows.append(
+            {
+                "config": name,
+                "batch": f"{cfg['batch']}+{cfg['batch']}",
+                "images_per_s": round(measure(cfg), 1),
+            }
+        )
+    if not args.no_ray:
+        rows.append({"config": "shiftray step in Ray Train (1 worker)", "batch": f"{args.batch}+{args.batch}",
+                     "images_per_s": round(measure_in_ray(dict(fast, method="dann")), 1)})  # fmt: skip
+    ref = rows[0]["images_per_s"]
+    for r in rows:
+        r["vs_reference"] = round(r["images_per_s"] / ref, 2)
+    ours = rows[1]["images_per_s"]
+    ratios = {
+        "shiftray_vs_reference": round(ours / ref, 3),
+        "shiftray_vs_supervised": round(ours / rows[2]["images_per_s"], 3),
+    }
+    if not args.no_ray:
+        ratios["ray_vs_bare"] = round(rows[3]["images_per_s"] / ours, 3)
+    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"{args.model} DANN at {args.image_size} px on {card}")
+    print_table(rows, ["config", "batch", "images_per_s", "vs_reference"])
+    print(ratios)
+    slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
+    name = f"gpu-{slug}" if args.device == "cuda" else "cpu-smoke"
+    out = Path(args.out_dir) / f"{name}-{datetime.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"card": card, "model": args.model, "image_size": args.image_size, "torch": torch.__version__,
+               "rows": rows, "ratios": ratios}  # fmt: skip
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
