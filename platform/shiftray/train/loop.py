@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,7 +253,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                     extra["early_stopping"] = stopper.state()
                 state = TrainState(done, total, tr.seed, metrics=last_eval, extra=extra)
                 ckpt = save_checkpoint(
-                    run_dir, module, optimizer, state, spec_yaml, labels, lambda: fault_ckpt(done)
+                    run_dir, module, optimizer, state, spec_yaml, labels, partial(fault_ckpt, done)
                 )
             _report(ctx, {"step": done, **last_eval}, ckpt)
             if ctx.rank == 0:
