@@ -14,8 +14,8 @@ import json
 import os
 import signal
 import time
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
