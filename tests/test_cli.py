@@ -1,5 +1,8 @@
 """The command line: listing, validation and the errors a person sees."""
 
+import json
+import shutil
+
 import yaml
 from conftest import ROOT, synthetic_spec
 from shiftray.cli import main
@@ -48,3 +51,17 @@ def test_data_inspect_real(capsys, real_data):
     assert main(["data", "inspect", "office_caltech"]) == 0
     out = capsys.readouterr().out
     assert "dslr" in out and "157" in out and "back_pack" in out
+
+
+def test_resume_a_run_directory(capsys, tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(synthetic_spec(name="rr", train__steps=20, train__checkpoint_every=10)))
+    assert main(["run", str(path), f"tracking.output_dir={tmp_path}", "--no-ray"]) == 0
+    run_dir = tmp_path / "rr"
+    shutil.rmtree(run_dir / "checkpoint_00000020")  # as if the driver died before step 20
+    (run_dir / "result.json").unlink()
+    assert main(["run", "--resume", str(run_dir), "--no-ray"]) == 0
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["step"] == 20 and result["resumed_from"] == 10
+    assert main(["run", "--resume", str(tmp_path / "nothing"), "--no-ray"]) == 2
+    assert "no spec.yaml" in capsys.readouterr().err

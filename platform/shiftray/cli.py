@@ -34,9 +34,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from shiftray.train.launch import fit, fit_local, run_dir_for
 
     jobs, overrides = _split_args(args.items)
-    if not jobs:
-        raise SpecError("shiftray run needs at least one job spec (a .yaml file)")
     specs = [load_spec(j, overrides) for j in jobs]  # every spec is checked before Ray starts
+    for rd in args.resume or []:  # continue a run directory with the spec it was started with
+        rd = Path(rd).resolve()
+        if not (rd / "spec.yaml").is_file():
+            raise SpecError(f"--resume {rd}: no spec.yaml there; is it a shiftray run directory?")
+        place = [f"name={rd.name}", f"tracking.output_dir={rd.parent}"]
+        specs.append(load_spec(rd / "spec.yaml", [*overrides, *place]))
+    if not specs:
+        raise SpecError("shiftray run needs a job spec (a .yaml file) or --resume RUN_DIR")
     datas = [load_job_data(s) for s in specs]  # and every data file found
     rows = []
     for spec, data in zip(specs, datas, strict=True):
@@ -191,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run", help="train one or more job specs (JOB.yaml ... [section.field=value ...])"
     )
-    r.add_argument("items", nargs="+", metavar="JOB.yaml|override")
+    r.add_argument("items", nargs="*", metavar="JOB.yaml|override")
+    r.add_argument("--resume", action="append", metavar="RUN_DIR", help="continue this run directory")
     r.add_argument(
         "--no-ray", action="store_true", help="run the loop in this process, without Ray"
     )
