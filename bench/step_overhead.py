@@ -51,6 +51,7 @@ def main() -> None:
         batch = (
             DABatch(torch.cat([x_s, x_t]), y, x_t) if name == "erm" else DABatch(x_s, y[:b], x_t)
         )
+
         def step(module=module, opt=opt, batch=batch):
             train_step(module, opt, batch, 0.5, StepConfig())
 

@@ -55,7 +55,9 @@ def test_data_inspect_real(capsys, real_data):
 
 def test_resume_a_run_directory(capsys, tmp_path):
     path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(synthetic_spec(name="rr", train__steps=20, train__checkpoint_every=10)))
+    path.write_text(
+        yaml.safe_dump(synthetic_spec(name="rr", train__steps=20, train__checkpoint_every=10))
+    )
     assert main(["run", str(path), f"tracking.output_dir={tmp_path}", "--no-ray"]) == 0
     run_dir = tmp_path / "rr"
     shutil.rmtree(run_dir / "checkpoint_00000020")  # as if the driver died before step 20

@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="train one or more job specs (JOB.yaml ... [section.field=value ...])"
     )
     r.add_argument("items", nargs="*", metavar="JOB.yaml|override")
-    r.add_argument("--resume", action="append", metavar="RUN_DIR", help="continue this run directory")
+    r.add_argument(
+        "--resume", action="append", metavar="RUN_DIR", help="continue this run directory"
+    )
     r.add_argument(
         "--no-ray", action="store_true", help="run the loop in this process, without Ray"
     )

@@ -180,7 +180,41 @@ def test_early_stopping_on_source_validation(tmp_path):
         "data": {"benchmark": "synthetic", "source": "a", "target": "b", "options": {"n": 256, "dim": 8}, "source_val_fraction": 0.2},
         "finetune": {"early_stopping": {"metric": "source_val_acc", "patience": 1, "min_delta": 50.0}},
     }  # fmt: skip
-    run_dir, result = run(tmp_path, "es", train__steps=200, train__eval_every=10, **over)
+    run_dir, result = run(
+        tmp_path,
+        "es",
+        train__steps=200,
+        train__eval_every=10,
+        train__label_free_scores=True,
+        **over,
+    )
     assert result["stopped_early"] and result["step"] < 200
     assert "source_val_acc" in result and "target_im" in result
     assert latest_checkpoint(run_dir).name == f"checkpoint_{result['step']:08d}"
+
+
+def test_label_free_scores_by_hand():
+    import torch
+    from shiftray.config.schema import ModelSpec
+    from shiftray.evaluate.validators import EarlyStopper, unsupervised_scores
+    from shiftray.models.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        ModelSpec(backbone="mlp", backbone_kwargs={"hidden": [4]}, bottleneck_dim=0), (3,), 3
+    ).eval()
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    got = unsupervised_scores(model, DomainArrays(x, None), 4, torch.device("cpu"))
+    p = torch.softmax(model(torch.from_numpy(x))[0], 1).double()
+    ent = float(-(p * torch.log(p)).sum(1).mean())
+    pb = p.mean(0)
+    assert got["target_entropy"] == pytest.approx(ent, abs=1e-6)
+    assert got["target_im"] == pytest.approx(float(-(pb * torch.log(pb)).sum()) - ent, abs=1e-6)
+    stop = EarlyStopper("target_entropy", patience=2)
+    assert [stop.update(v, s) for s, v in enumerate([1.0, 0.5, 0.6, 0.7])] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert stop.best == 0.5 and stop.best_step == 1

@@ -213,6 +213,9 @@ class TrainSpec(Strict):
         "off", description="torch.compile the training module; auto = on for GPU"
     )
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    label_free_scores: bool = Field(
+        False, description="also score target_entropy / target_im on the whole unlabelled target"
+    )
 
 
 class ResourcesSpec(Strict):

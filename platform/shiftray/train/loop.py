@@ -233,7 +233,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             if ctx.world > 1:  # BatchNorm running stats: evaluate rank 0's everywhere
                 for buf in module.buffers():
                     dist.broadcast(buf, 0)
-            last_eval = evaluate_all(module.model, data, tr.eval_batch_size, ctx)
+            label_free = tr.label_free_scores or (
+                stopper is not None and stopper.metric.startswith("target_")
+            )
+            last_eval = evaluate_all(module.model, data, tr.eval_batch_size, ctx, label_free)
             record |= last_eval
             if stopper is not None and stopper.update(last_eval[stopper.metric], done):
                 stopped = is_ckpt = True  # the same decision on every rank (all-reduced metrics)
@@ -283,13 +286,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def evaluate_all(model, data: DomainData, batch_size: int, ctx: WorkerContext) -> dict[str, float]:
+def evaluate_all(
+    model, data: DomainData, batch_size: int, ctx: WorkerContext, label_free: bool
+) -> dict[str, float]:
     """Target test accuracy (labels used for reporting only), source validation accuracy when
-    held out, and label-free scores on the unlabelled target set."""
+    held out, and (``label_free``) label-free scores on the unlabelled target set."""
     args = (batch_size, ctx.device, ctx.rank, ctx.world)
     res = evaluate(model, data.target_test, *args)
     out = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
     if "source_val" in data.extra:
         out["source_val_acc"] = evaluate(model, data.extra["source_val"], *args).accuracy
-    out |= unsupervised_scores(model, data.target, *args)
+    if label_free:
+        out |= unsupervised_scores(model, data.target, *args)
     return out
