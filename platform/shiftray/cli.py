@@ -146,9 +146,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     domains = args.domains or bench.domains(opts)
     for d in domains:
         for split in bench.splits:
-            arrays = bench.read(d, split, opts)
-            path = write_table(to_table(arrays, bench.class_names(opts)), args.out, d, split)
-            print(f"{path}  {len(arrays)} rows")
+            if hasattr(bench, "encoded_table"):  # images stay encoded; workers decode them
+                table = bench.encoded_table(d, split, opts)
+            else:
+                table = to_table(bench.read(d, split, opts), bench.class_names(opts))
+            for path in write_table(table, args.out, d, split, args.shard_rows):
+                print(f"{path}")
+            print(f"  {d}/{split}: {len(table)} rows")
     return 0
 
 
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True)
     prep.add_argument("--domains", nargs="*")
     prep.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    prep.add_argument(
+        "--shard-rows", type=int, default=0, help="rows per Parquet shard (0 = one file)"
+    )
     prep.set_defaults(func=cmd_data_prepare)
     ins = dsub.add_parser(
         "inspect", help="domains, sizes and class balance of a benchmark or Parquet dir"

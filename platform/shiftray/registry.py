@@ -66,6 +66,6 @@ DATASETS: Registry[Any] = Registry("dataset")
 
 def load_all() -> None:
     """Import the modules whose import registers components (cheap: no torch model is built)."""
-    from shiftray.data import benchmarks, sources, synthetic  # noqa: F401
+    from shiftray.data import benchmarks, folders, sources, synthetic  # noqa: F401
     from shiftray.methods import cdan, consistency, dann, distill, erm, mcc, self_training, shot  # noqa: F401
     from shiftray.models import backbones  # noqa: F401

@@ -1,10 +1,13 @@
-"""Parquet domain tables on disk: what `shiftray data prepare` writes and jobs can read back.
+"""Parquet domain tables on disk: what `shiftray data prepare` writes and jobs read back.
 
-Layout: ``<dir>/<domain>/<split>.parquet``, each in the schema of `shiftray.data.formats`.
+Layout: ``<dir>/<domain>/<split>.parquet`` or shards ``<dir>/<domain>/<split>-00000.parquet``,
+each in the schema of `shiftray.data.formats` (or with ``input`` as encoded image bytes, marked
+by ``shiftray.input_encoding: image`` in the schema metadata, decoded when read).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,22 +15,58 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
-from shiftray.data.formats import from_table, table_meta
+from shiftray.data.formats import DomainArrays, from_table, table_meta
 from shiftray.registry import DATASETS
 
 
-def write_table(table: pa.Table, root: str | Path, domain: str, split: str) -> Path:
-    path = Path(root) / domain / f"{split}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+def write_table(
+    table: pa.Table, root: str | Path, domain: str, split: str, shard_rows: int = 0
+) -> list[Path]:
+    """Write one domain split, atomically per file; ``shard_rows`` > 0 splits it into shards."""
+    folder = Path(root) / domain
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{split}*.parquet"):
+        old.unlink()
+    if shard_rows <= 0 or len(table) <= shard_rows:
+        parts = [(folder / f"{split}.parquet", table)]
+    else:
+        parts = [
+            (folder / f"{split}-{i // shard_rows:05d}.parquet", table.slice(i, shard_rows))
+            for i in range(0, len(table), shard_rows)
+        ]
+    for path, part in parts:
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(part, tmp)
+        tmp.replace(path)
+    return [p for p, _ in parts]
+
+
+def shard_paths(root: str | Path, domain: str, split: str) -> list[Path]:
+    folder = Path(root).expanduser() / domain
+    return sorted(
+        p
+        for p in folder.glob(f"{split}*.parquet")
+        if p.stem == split or p.stem.startswith(f"{split}-")
+    )
+
+
+def decode_table(table: pa.Table) -> DomainArrays:
+    meta = table.schema.metadata or {}
+    if meta.get(b"shiftray.input_encoding") == b"image":
+        from shiftray.data.folders import decode_images
+
+        shape = json.loads(meta[b"shiftray.input_shape"])
+        x = decode_images(table.column("input").to_pylist(), shape[-1])
+        labels = table.column("label")
+        y = None if labels.null_count == len(table) else labels.to_numpy()
+        domain = table.column("domain")[0].as_py() if len(table) else ""
+        return DomainArrays(x, y, domain, table.column("split")[0].as_py() if len(table) else "")
+    return from_table(table)
 
 
 class ParquetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(..., description="directory with <domain>/<split>.parquet")
+    path: str = Field(..., description="directory with <domain>/<split>[-NNNNN].parquet")
 
 
 @DATASETS.register("parquet")
@@ -42,31 +81,29 @@ class ParquetDomains(Benchmark):
         root = Path(opts.path).expanduser()
         if not root.is_dir():
             return None  # checked again, with a full message, when the data is read
-        return sorted(p.name for p in root.iterdir() if (p / "train.parquet").is_file())
-
-    @classmethod
-    def _path(cls, domain, split, opts) -> Path:
-        path = Path(opts.path).expanduser() / domain / f"{split}.parquet"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"parquet domain table {path} does not exist; write it with "
-                f"`shiftray data prepare BENCHMARK --out {opts.path}`"
-            )
-        return path
-
-    @classmethod
-    def read(cls, domain, split, opts):
-        return from_table(pq.read_table(cls._path(domain, split, opts)))
+        return sorted(
+            p.name for p in root.iterdir() if p.is_dir() and shard_paths(root, p.name, "train")
+        )
 
     @classmethod
     def load(cls, domain, split, options=None):
         opts = cls.Options.model_validate(options or {})
-        return pq.read_table(cls._path(domain, split, opts))
+        paths = shard_paths(opts.path, domain, split)
+        if not paths:
+            raise FileNotFoundError(
+                f"no parquet domain table {Path(opts.path) / domain}/{split}[-NNNNN].parquet; write it "
+                f"with `shiftray data prepare BENCHMARK --out {opts.path}`"
+            )
+        tables = [pq.read_table(p) for p in paths]
+        return pa.concat_tables(tables).replace_schema_metadata(tables[0].schema.metadata)
+
+    @classmethod
+    def read(cls, domain, split, opts):
+        return decode_table(cls.load(domain, split, opts.model_dump()))
 
     @classmethod
     def class_names(cls, opts):
         root = Path(opts.path).expanduser()
-        first = next(iter(sorted(root.glob("*/train.parquet"))), None)
-        if first is None:
-            raise FileNotFoundError(f"no <domain>/train.parquet under {root}")
-        return table_meta(pq.read_table(first))[1]
+        for d in cls.domains(opts) or []:
+            return table_meta(pq.read_table(shard_paths(root, d, "train")[0]))[1]
+        raise FileNotFoundError(f"no <domain>/train*.parquet under {root}")
