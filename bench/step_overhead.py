@@ -1,7 +1,7 @@
 """Domain-adaptation overhead per step on CPU: DANN vs a plain supervised (ERM) step on the
 same images (the digits LeNet, source + target batch), in one process.
 
-    python bench/step_overhead.py [--batch 64] [--iters 60] [--threads 1]
+    python bench/step_overhead.py [--batch 64] [--rounds 9] [--iters 10] [--threads 1]
 
 Writes bench/results/cpu-step-overhead.json.
 """
@@ -9,6 +9,7 @@ Writes bench/results/cpu-step-overhead.json.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--batch", type=int, default=64, help="per domain")
-    p.add_argument("--iters", type=int, default=60)
+    p.add_argument("--iters", type=int, default=10, help="steps per timing sample")
+    p.add_argument("--rounds", type=int, default=9, help="interleaved samples per method")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -38,7 +40,7 @@ def main() -> None:
     b = args.batch
     x_s, x_t = torch.rand(b, 1, 28, 28), torch.rand(b, 1, 28, 28)
     y = torch.randint(0, 10, (2 * b,))
-    rows = []
+    steps = {}
     for name in ("erm", "dann", "cdan", "mcc"):
         torch.manual_seed(0)
         model = build_model(spec.model, (1, 28, 28), 10)
@@ -55,7 +57,15 @@ def main() -> None:
         def step(module=module, opt=opt, batch=batch):
             train_step(module, opt, batch, 0.5, StepConfig())
 
-        sec = time_per_call(step, 5, args.iters)
+        steps[name] = step
+    # interleaved rounds, so that drift of a noisy machine hits every method alike
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            samples[name].append(time_per_call(step, 2, args.iters))
+    rows = []
+    for name, secs in samples.items():
+        sec = statistics.median(secs)
         rows.append(
             {
                 "method": name,
