@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -57,12 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{'in-process' if args.no_ray else f'{spec.resources.num_workers} Ray Train worker(s)'}",
             flush=True,
         )
-        with LiveProgress(
-            run_dir,
-            spec.name,
-            spec.train.steps,
-            stream=None if not args.quiet else open("/dev/null", "w"),
-        ):
+        stream = io.StringIO() if args.quiet else None  # quiet: progress goes nowhere
+        with LiveProgress(run_dir, spec.name, spec.train.steps, stream=stream):
             result = fit_local(spec, data) if args.no_ray else fit(spec, data, args.max_failures)
         final = (
             json.loads((run_dir / "result.json").read_text())

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
-from shiftray.data.formats import DomainArrays, to_table
+from shiftray.data.formats import DomainArrays
 from shiftray.registry import DATASETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -193,8 +193,3 @@ class TableFile(Benchmark):
             else np.array([-1 if v is None else int(v) for v in raw], np.int64)
         )
         return DomainArrays(x, y, domain, split)
-
-    @classmethod
-    def load(cls, domain, split, options=None):
-        opts = cls.Options.model_validate(options or {})
-        return to_table(cls.read(domain, split, opts), cls.class_names(opts))

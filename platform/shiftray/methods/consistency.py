@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
+from shiftray.methods.layers import frozen
 from shiftray.registry import METHODS
 
 
@@ -83,9 +84,7 @@ class MeanTeacher(AdaptationMethod):
     needs_strong = True
 
     def setup(self, model):
-        self.teacher = copy.deepcopy(model)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen(copy.deepcopy(model))
 
     def forward(self, model, batch, progress):
         n_s = len(batch.x_s)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
+from shiftray.methods.layers import frozen
 from shiftray.registry import METHODS
 
 
@@ -53,8 +54,7 @@ class Distill(AdaptationMethod):
             raise ValueError(
                 f"method.params.teacher has {len(labels['classes'])} classes, the data {info.num_classes}"
             )
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        frozen(self.teacher)
 
     def forward(self, model, batch, progress):
         n_s = len(batch.x_s)

@@ -18,6 +18,13 @@ class _GradReverse(torch.autograd.Function):
         return -ctx.coeff * grad, None
 
 
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """No gradients for ``module`` (teachers): DDP then leaves its parameters out of the reducer."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
 def grad_reverse(x: torch.Tensor, coeff: float) -> torch.Tensor:
     """Identity forward; multiplies the gradient by ``-coeff`` backward (Ganin & Lempitsky 2015)."""
     return _GradReverse.apply(x, coeff)
