@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import sys
 import time
@@ -108,7 +109,7 @@ def measure_in_ray(args: dict) -> float:
     use_gpu = args["device"] == "cuda"
     trainer = TorchTrainer(
         loop, train_loop_config=dict(args, out=str(out)),
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu),
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu, resources_per_worker={"CPU": min(8, os.cpu_count() or 1)}),
         run_config=RunConfig(storage_path=tempfile.mkdtemp(), name="gpu-bench"),
     )  # fmt: skip
     result = trainer.fit()
@@ -163,6 +164,7 @@ def main() -> None:
                 "images_per_s": round(measure(cfg), 1),
             }
         )
+        print(rows[-1], flush=True)
     if not args.no_ray:
         rows.append({"config": "shiftray step in Ray Train (1 worker)", "batch": f"{args.batch}+{args.batch}",
                      "images_per_s": round(measure_in_ray(dict(fast, method="dann")), 1)})  # fmt: skip

@@ -213,6 +213,13 @@ class TrainSpec(Strict):
         "off", description="torch.compile the training module; auto = on for GPU"
     )
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+
+    @field_validator("channels_last", "compile", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        """YAML reads a bare on/off (or yes/no) as a bool: take it as the switch it names."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     label_free_scores: bool = Field(
         False, description="also score target_entropy / target_im on the whole unlabelled target"
     )

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays
+from shiftray.data.images import decode_images
 from shiftray.registry import DATASETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -32,28 +32,6 @@ ENCODED_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
     ]
 )
-
-
-def decode_images(blobs: list[bytes], size: int, threads: int = 4) -> np.ndarray:
-    """Encoded images -> (N, 3, size, size) float32 in [0, 1] (resize of the shorter side, then
-    centre crop), decoded by a thread pool (torchvision's decoders release the GIL)."""
-    import torch
-    import torchvision.transforms.v2.functional as TF
-    from torchvision.io import ImageReadMode, decode_image
-
-    def one(blob: bytes) -> np.ndarray:
-        img = decode_image(
-            torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB
-        )
-        img = TF.center_crop(TF.resize(img, [size], antialias=True), [size, size])
-        return img.float().div_(255).numpy()
-
-    with ThreadPoolExecutor(threads) as pool:
-        return (
-            np.stack(list(pool.map(one, blobs)))
-            if blobs
-            else np.zeros((0, 3, size, size), np.float32)
-        )
 
 
 class ImageFolderOptions(BaseModel):

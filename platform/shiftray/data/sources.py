@@ -53,7 +53,7 @@ def shard_paths(root: str | Path, domain: str, split: str) -> list[Path]:
 def decode_table(table: pa.Table) -> DomainArrays:
     meta = table.schema.metadata or {}
     if meta.get(b"shiftray.input_encoding") == b"image":
-        from shiftray.data.folders import decode_images
+        from shiftray.data.images import decode_images
 
         shape = json.loads(meta[b"shiftray.input_shape"])
         x = decode_images(table.column("input").to_pylist(), shape[-1])
