@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,3 +55,19 @@ def synthetic_spec(**over):
             node = node.setdefault(p, {})
         node[last] = value
     return spec
+
+
+def make_tree(root, n=6, size=20):
+    """root/<domain>/<class>/*.png|jpg: red vs blue squares; the target domain is darker."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for domain, scale in (("photo", 1.0), ("night", 0.5)):
+        for cls, channel in (("red", 0), ("blue", 2)):
+            folder = root / domain / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+                img[..., channel] = int(220 * scale)
+                ext = "png" if i % 2 else "jpg"
+                Image.fromarray(img).save(folder / f"{i}.{ext}")

@@ -5,28 +5,13 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import synthetic_spec
-from PIL import Image
+from conftest import make_tree, synthetic_spec
 from shiftray.cli import main
 from shiftray.config.load import spec_from_dict
 from shiftray.data.folders import ImageFolder
 from shiftray.data.loading import load_job_data
 from shiftray.data.sources import ParquetDomains
 from shiftray.train.loop import train_loop_per_worker
-
-
-def make_tree(root, n=6, size=20):
-    """root/<domain>/<class>/*.png|jpg: red vs blue squares; the target domain is darker."""
-    rng = np.random.default_rng(0)
-    for domain, scale in (("photo", 1.0), ("night", 0.5)):
-        for cls, channel in (("red", 0), ("blue", 2)):
-            folder = root / domain / cls
-            folder.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-                img[..., channel] = int(220 * scale)
-                ext = "png" if i % 2 else "jpg"
-                Image.fromarray(img).save(folder / f"{i}.{ext}")
 
 
 def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):

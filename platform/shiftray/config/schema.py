@@ -18,6 +18,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class StreamSpec(Strict):
+    """Ray Data streaming of the training splits from Parquet shards (``benchmark: parquet``).
+
+    Off: the domains are read into memory once and shared through the object store (small
+    data). On: each worker reads its share of both domains' shards (``get_dataset_shard``),
+    decodes encoded images itself (nvjpeg on GPU workers) and the test split stays in memory.
+    """
+
+    enabled: bool = False
+    shuffle_buffer: int = Field(
+        1024, ge=0, description="rows in each worker's local shuffle buffer (0: file order)"
+    )
+    prefetch_batches: int = Field(2, ge=0, description="batches each worker reads ahead")
+    decode_threads: int = Field(4, ge=1, description="CPU threads decoding images per worker")
+
+
 class DataSpec(Strict):
     """Which domains to adapt between."""
 
@@ -28,6 +44,7 @@ class DataSpec(Strict):
     source_val_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="labelled source held out for validation"
     )
+    stream: StreamSpec = Field(default_factory=StreamSpec)
 
     @field_validator("benchmark")
     @classmethod
@@ -261,6 +278,28 @@ class JobSpec(Strict):
         if es is not None and es.metric == "source_val_acc" and self.data.source_val_fraction <= 0:
             raise ValueError(
                 "finetune.early_stopping.metric=source_val_acc needs data.source_val_fraction > 0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _streamable(self) -> JobSpec:
+        if not self.data.stream.enabled:
+            return self
+        if self.data.benchmark != "parquet":
+            raise ValueError(
+                f"data.stream.enabled streams Parquet shards; benchmark {self.data.benchmark!r} "
+                f"is read into memory. Write it as shards with `shiftray data prepare "
+                f"{self.data.benchmark} --out DIR --shard-rows N` and use benchmark: parquet"
+            )
+        if self.data.source_val_fraction > 0:
+            raise ValueError(
+                "data.source_val_fraction needs the in-memory path (data.stream.enabled: false); "
+                "write a held-out source split as its own domain instead"
+            )
+        if METHODS.get(self.method.name).needs_whole_target:
+            raise ValueError(
+                f"method {self.method.name!r} keeps per-example state over the whole target set "
+                "and needs data.stream.enabled: false"
             )
         return self
 

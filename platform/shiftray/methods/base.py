@@ -51,6 +51,7 @@ class AdaptationMethod(nn.Module):
     uses_source: bool = True
     needs_strong: bool = False
     refresh_every: int = 0
+    needs_whole_target: bool = False  # per-example state over the target set (in-memory data)
 
     def __init__(self, params: BaseModel, info: ModelInfo) -> None:
         super().__init__()

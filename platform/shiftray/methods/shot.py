@@ -59,6 +59,7 @@ class SHOT(AdaptationMethod):
 
     Params = SHOTParams
     uses_source = False
+    needs_whole_target = True  # global pseudo-labels indexed by target example
 
     def __init__(self, params: SHOTParams, info) -> None:
         super().__init__(params, info)

@@ -10,6 +10,7 @@ experiment directory (``<tracking.output_dir>/<name>``): checkpoints are written
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainData
 from shiftray.data.loading import load_job_data
+from shiftray.data.streaming import data_config, load_stream_data, make_datasets
 from shiftray.train.loop import train_loop_per_worker
 
 
@@ -60,6 +62,28 @@ class FitResult:
     seconds: float
 
 
+def _job_data(spec: JobSpec, data: DomainData | None) -> tuple[DomainData, dict[str, Any]]:
+    """The job's data, and for streamed jobs the Ray datasets and the loop keys naming them."""
+    if not spec.data.stream.enabled:
+        return (data if data is not None else load_job_data(spec)), {}
+    ensure_ray()
+    data, paths = load_stream_data(spec)
+    return data, {"datasets": make_datasets(paths), "stream_domains": sorted(paths)}
+
+
+def _warn_if_no_cpu_for_reads(training_cpus: float) -> None:
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    if total - training_cpus < 1:
+        print(
+            f"warning: data.stream.enabled, but the training workers take {training_cpus:g} of the "
+            f"cluster's {total:g} CPUs: Ray Data's read tasks need at least one more, or the run "
+            "waits for them forever (add CPUs, or lower resources.cpus_per_worker)",
+            file=sys.stderr,
+        )
+
+
 def fit(
     spec: JobSpec, data: DomainData | None = None, max_failures: int | None = None,
     loop_extra: dict[str, Any] | None = None,
@@ -67,7 +91,7 @@ def fit(
     """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers. ``loop_extra`` adds
     keys to the loop's config (tests use it to inject faults)."""
     t0 = time.perf_counter()
-    data = data if data is not None else load_job_data(spec)
+    data, streamed = _job_data(spec, data)
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
@@ -76,6 +100,8 @@ def fit(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     res = spec.resources
+    if streamed:
+        _warn_if_no_cpu_for_reads(res.num_workers * res.cpus_per_worker)
     backend = res.backend if res.backend != "auto" else ("nccl" if res.use_gpu else "gloo")
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -84,8 +110,11 @@ def fit(
             "run_dir": str(run_dir),
             "data": ray.put(data),
             "ray": True,
+            "stream_domains": streamed.get("stream_domains", []),
             **(loop_extra or {}),
         },
+        datasets=streamed.get("datasets"),
+        dataset_config=data_config() if streamed else None,
         scaling_config=ScalingConfig(
             num_workers=res.num_workers,
             use_gpu=res.use_gpu,
@@ -110,10 +139,10 @@ def fit(
 def fit_local(spec: JobSpec, data: DomainData | None = None) -> FitResult:
     """The same loop in this process, without Ray (one worker): for debugging and benchmarks."""
     t0 = time.perf_counter()
-    data = data if data is not None else load_job_data(spec)
+    data, streamed = _job_data(spec, data)
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = train_loop_per_worker(
-        {"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir), "data": data}
+        {"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir), "data": data, **streamed}
     )
     return FitResult(run_dir, metrics, time.perf_counter() - t0)

@@ -26,6 +26,7 @@ from shiftray.config.load import dump_spec
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainData
 from shiftray.data.pairing import Pairing
+from shiftray.data.streaming import StreamPairing
 from shiftray.data.transforms import build_augment
 from shiftray.evaluate.metrics import evaluate
 from shiftray.evaluate.validators import EarlyStopper, unsupervised_scores
@@ -123,6 +124,17 @@ def _fault_hook(config: dict[str, Any], rank: int, where: str):
     return hook
 
 
+def _shards(config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+    """This worker's Ray Data iterators per streamed domain (Ray Train splits them; in-process,
+    one worker reads the whole datasets passed as ``config["datasets"]``)."""
+    names = config["stream_domains"]
+    if ctx.in_ray:
+        import ray.train
+
+        return {n: ray.train.get_dataset_shard(n) for n in names}
+    return {n: config["datasets"][n].iterator() for n in names}
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     spec = JobSpec.model_validate(config["spec"])
     run_dir = Path(config["run_dir"])
@@ -144,7 +156,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     # --- setup: model, method, optimizer (identical initial weights on every rank) ---
     torch.manual_seed(tr.seed)
     model = build_model(spec.model, data.input_shape, data.num_classes)
-    info = ModelInfo(model.feature_dim, data.num_classes, len(data.target))
+    stream = data.extra.get("stream")  # StreamInfo when the training splits are streamed
+    num_target = stream.target_rows if stream is not None else len(data.target)
+    info = ModelInfo(model.feature_dim, data.num_classes, num_target)
     method = METHODS.get(spec.method.name)(spec.method.resolved_params(), info)
     regularizer = None
     if ft.l2sp_alpha > 0 or ft.l2sp_beta > 0:
@@ -156,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         aug = aug.model_copy(update={"enabled": True})
     if ft.strategy == "feature-extraction":
         model.freeze_backbone()  # before DDP: its parameter set is fixed from here on
-        if ft.cache_features and not aug.enabled:
+        if ft.cache_features and not aug.enabled and stream is None:
             data = cache_features(model, data, tr.eval_batch_size, ctx.device)
     optimizer = build_optimizer(module, spec)
     stopper = None
@@ -190,9 +204,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     strong = build_augment("strong", data.input_shape, aug) if method.needs_strong else None
     source = data.source if method.uses_source else None  # source-free: never read
     local_batch = tr.batch_size // ctx.world
-    pairing = Pairing(
-        source, data.target, local_batch, tr.seed, ctx.rank, ctx.world, weak, strong, aug.source
-    )
+    if stream is None:
+        pairing = Pairing(
+            source, data.target, local_batch, tr.seed, ctx.rank, ctx.world, weak, strong, aug.source
+        )
+    else:
+        st = spec.data.stream
+        pairing = StreamPairing(
+            _shards(config, ctx), stream, local_batch, tr.seed, ctx.rank, ctx.world,
+            st.shuffle_buffer, st.prefetch_batches, st.decode_threads, ctx.device, weak, strong,
+            aug.source,
+        )  # fmt: skip
     tracker = Tracker(spec, run_dir, start, enabled=ctx.rank == 0)
     spec_yaml = dump_spec(spec)
     labels = {"classes": data.classes, "input_shape": list(data.input_shape)}
@@ -296,6 +318,7 @@ def evaluate_all(
     out = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
     if "source_val" in data.extra:
         out["source_val_acc"] = evaluate(model, data.extra["source_val"], *args).accuracy
-    if label_free:
-        out |= unsupervised_scores(model, data.target, *args)
+    if label_free:  # streamed training splits are not in memory: score the test inputs
+        unlabelled = data.target if len(data.target) else data.target_test.without_labels()
+        out |= unsupervised_scores(model, unlabelled, *args)
     return out

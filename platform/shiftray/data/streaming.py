@@ -1,0 +1,205 @@
+"""Streaming the training splits from Parquet shards with Ray Data (``data.stream.enabled``).
+
+For data that does not fit one machine's memory. The driver opens only the shards' footers
+(row counts) and the target test split; each domain's training shards become a
+``ray.data.read_parquet`` dataset that Ray Train splits across the workers
+(``ray.train.get_dataset_shard``, equal shares, order preserved). Each worker decodes what it
+reads: encoded images with `shiftray.data.images.decode_batch` (batched nvjpeg on a GPU worker,
+a thread pool on CPU), float inputs by reshaping the Arrow buffer.
+
+Lockstep and deterministic epochs: every worker gets ``R = rows // world`` rows per epoch and
+``B = R // batch`` batches (the partial batch dropped), so step ``s`` is batch ``s mod B`` of
+epoch ``s div B`` on every worker, for both domains (the smaller one wraps more often). Epoch
+``e`` reads the shards in file order, permuting windows of ``shuffle_buffer`` rows seeded by
+(seed, domain, rank, e). The batch a step gets is therefore a pure function of the step, as in
+the in-memory `DomainStream`: a resumed run re-opens epoch ``s div B`` and skips ``s mod B``
+batches, and draws exactly the batches the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from shiftray.config.schema import JobSpec
+from shiftray.data.formats import DomainArrays, DomainData
+from shiftray.data.images import decode_batch
+from shiftray.data.pairing import Augment, DABatch
+from shiftray.data.sources import ParquetDomains, shard_paths
+from shiftray.registry import METHODS, load_all
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the workers need to know about the streamed domains (small, picklable)."""
+
+    source_rows: int  # 0 when the method is source-free (the source is never opened)
+    target_rows: int
+    input_shape: tuple[int, ...]
+    encoded: bool  # input holds encoded image bytes
+
+
+def _paths(root: str, domain: str) -> list[str]:
+    paths = shard_paths(root, domain, "train")
+    if not paths:
+        raise FileNotFoundError(
+            f"no parquet shards {Path(root) / domain}/train[-NNNNN].parquet to stream; write them "
+            f"with `shiftray data prepare BENCHMARK --out {root} --shard-rows N`"
+        )
+    return [str(p) for p in paths]
+
+
+def _rows(paths: list[str]) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
+    """DomainData for a streamed job (source / target training splits empty, described by
+    ``extra["stream"]``; the target test split in memory) and the shard paths per domain."""
+    load_all()
+    root = ParquetDomains.Options.model_validate(spec.data.options).path
+    paths = {"target": _paths(root, spec.data.target)}
+    if METHODS.get(spec.method.name).uses_source:
+        paths["source"] = _paths(root, spec.data.source)
+    meta = pq.read_schema(paths["target"][0]).metadata or {}
+    shape = tuple(json.loads(meta[b"shiftray.input_shape"]))
+    classes = list(json.loads(meta[b"shiftray.classes"]))
+    info = StreamInfo(
+        source_rows=_rows(paths["source"]) if "source" in paths else 0,
+        target_rows=_rows(paths["target"]),
+        input_shape=shape,
+        encoded=meta.get(b"shiftray.input_encoding") == b"image",
+    )
+    opts = ParquetDomains.Options.model_validate(spec.data.options)
+    test = ParquetDomains.read(spec.data.target, "test", opts)
+    empty = DomainArrays(np.zeros((0, *shape), np.float32), None, spec.data.target, "train")
+    data = DomainData(None, empty, test, classes, shape, {"stream": info})
+    return data, paths
+
+
+def make_datasets(paths: dict[str, list[str]]) -> dict[str, Any]:
+    """One Ray dataset per domain, reading the shards in file order (inputs and labels only)."""
+    import ray.data
+
+    out = {}
+    for name, p in paths.items():
+        ds = ray.data.read_parquet(p, columns=["input", "label"], shuffle=None)
+        ds.context.execution_options.preserve_order = True  # rows in file order, every epoch
+        out[name] = ds
+    return out
+
+
+def data_config() -> Any:
+    """Equal, order-preserving splits: the same rows reach the same worker in the same order."""
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(execution_options=options)
+
+
+class ShardStream:
+    """One domain's batches on one worker, as a pure function of the step (see module doc)."""
+
+    def __init__(
+        self, shard: Any, name: str, rows: int, batch_size: int, seed: int, rank: int,
+        world: int, shuffle_buffer: int, prefetch: int,
+    ) -> None:  # fmt: skip
+        per_worker = rows // world
+        if per_worker < batch_size:
+            raise ValueError(
+                f"streamed domain {name!r}: {rows} rows over {world} worker(s) gives {per_worker} "
+                f"per worker, fewer than the per-worker batch of {batch_size}; lower train.batch_size"
+            )
+        self.shard, self.name, self.batch_size = shard, name, batch_size
+        self.seed, self.rank, self.buffer, self.prefetch = seed, rank, shuffle_buffer, prefetch
+        self.batches_per_epoch = per_worker // batch_size
+        self._it: Iterator[pa.Table] | None = None
+        self._next_step: int | None = None
+
+    def _open(self, epoch: int) -> Iterator[pa.Table]:
+        """Epoch ``epoch``'s batches: the rows in file order, cut into windows of about
+        ``shuffle_buffer`` rows, each window permuted by an RNG seeded by (seed, domain, rank,
+        epoch, window), then into batches (the last partial batch of the epoch dropped).
+        Depends only on the row order, never on how Ray Data blocks or prefetches it."""
+        rng = np.random.default_rng([self.seed, sum(map(ord, self.name)), self.rank, epoch])
+        window = max(self.batch_size, self.buffer // self.batch_size * self.batch_size)
+        carry: pa.Table | None = None
+        for chunk in self.shard.iter_batches(
+            batch_size=window, batch_format="pyarrow", prefetch_batches=self.prefetch
+        ):
+            if self.buffer:
+                chunk = chunk.take(rng.permutation(len(chunk)))
+            if carry is not None:
+                chunk = pa.concat_tables([carry, chunk])
+            n_full = len(chunk) // self.batch_size * self.batch_size
+            for i in range(0, n_full, self.batch_size):
+                yield chunk.slice(i, self.batch_size)
+            carry = chunk.slice(n_full) if n_full < len(chunk) else None
+
+    def batch(self, step: int) -> pa.Table:
+        epoch, k = divmod(step, self.batches_per_epoch)
+        if self._next_step != step or k == 0:  # a new epoch, or a jump (resume): re-open, skip
+            self._it = self._open(epoch)
+            for _ in range(k):
+                next(self._it)
+        self._next_step = step + 1
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise RuntimeError(
+                f"streamed domain {self.name!r} ended after {k} of its {self.batches_per_epoch} "
+                "batches this epoch: the shards changed while training, or the split is uneven"
+            ) from None
+
+
+class StreamPairing:
+    """`Pairing` for streamed data: source and target shards -> `DABatch` (target labels are
+    dropped here, unread). ``decode_device`` is where encoded images are decoded (the worker's
+    GPU when it has one: batched nvjpeg)."""
+
+    def __init__(
+        self, shards: dict[str, Any], info: StreamInfo, batch_size: int, seed: int, rank: int,
+        world: int, shuffle_buffer: int, prefetch: int, decode_threads: int = 4,
+        decode_device: torch.device | str = "cpu", weak: Augment | None = None,
+        strong: Augment | None = None, augment_source: bool = False,
+    ) -> None:  # fmt: skip
+        args = (batch_size, seed, rank, world, shuffle_buffer, prefetch)
+        self.src = None
+        if "source" in shards:
+            self.src = ShardStream(shards["source"], "source", info.source_rows, *args)
+        self.tgt = ShardStream(shards["target"], "target", info.target_rows, *args)
+        self.info, self.threads = info, decode_threads
+        self.device = torch.device(decode_device)
+        self.weak, self.strong, self.augment_source = weak, strong, augment_source
+
+    def _inputs(self, table: pa.Table) -> torch.Tensor:
+        col = table.column("input")
+        if self.info.encoded:
+            size = self.info.input_shape[-1]
+            return decode_batch(col.to_pylist(), size, self.device, self.threads)
+        flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return torch.from_numpy(
+            flat.astype(np.float32, copy=False).reshape(len(table), *self.info.input_shape)
+        )
+
+    def batch(self, step: int) -> DABatch:
+        x_s = y_s = None
+        if self.src is not None:
+            t = self.src.batch(step)
+            x_s = self._inputs(t)
+            y_s = torch.from_numpy(t.column("label").to_numpy().astype(np.int64))
+            if self.weak is not None and self.augment_source:
+                x_s = self.weak(x_s)
+        raw_t = self._inputs(self.tgt.batch(step))  # the label column is not read
+        x_t = self.weak(raw_t) if self.weak is not None else raw_t
+        x_t_strong = self.strong(raw_t) if self.strong is not None else None
+        return DABatch(x_s, y_s, x_t, x_t_strong, None)
