@@ -259,6 +259,12 @@ class TrackingSpec(Strict):
     )
     project: str = "shiftray"
     output_dir: str = Field("runs", description="runs are written to <output_dir>/<name>")
+    storage_path: str | None = Field(
+        None,
+        description="where Ray Train persists checkpoints: a pyarrow.fs URI (s3://bucket/dir, "
+        "gs://bucket/dir, file:///shared/dir) or a path on storage every node mounts; unset: "
+        "checkpoints stay in the run directory (one machine)",
+    )
 
 
 class JobSpec(Strict):

@@ -110,6 +110,7 @@ def fit(
             "run_dir": str(run_dir),
             "data": ray.put(data),
             "ray": True,
+            "upload_checkpoints": spec.tracking.storage_path is not None,
             "stream_domains": streamed.get("stream_domains", []),
             **(loop_extra or {}),
         },
@@ -123,7 +124,7 @@ def fit(
         torch_config=TorchConfig(backend=backend),
         run_config=RunConfig(
             name=spec.name,
-            storage_path=str(run_dir.parent),
+            storage_path=spec.tracking.storage_path or str(run_dir.parent),
             failure_config=FailureConfig(
                 max_failures=spec.resources.max_failures if max_failures is None else max_failures
             ),

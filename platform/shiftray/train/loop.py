@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -85,15 +86,21 @@ def param_digest(module: torch.nn.Module) -> dict[str, str]:
     }
 
 
-def _report(ctx: WorkerContext, metrics: dict[str, Any], ckpt: Path | None) -> None:
+def _report(ctx: WorkerContext, metrics: dict[str, Any], ckpt: Path | None, upload: bool) -> None:
+    """Register a checkpoint with Ray Train. Without ``tracking.storage_path`` the run directory
+    is Ray's storage and the complete checkpoint directory is registered in place; with it, Ray
+    copies the directory to the storage URI (pyarrow.fs) and registers it only once the copy is
+    complete, so a half-uploaded checkpoint is never the one a restart loads."""
     if not ctx.in_ray:
         return
     import ray.train
 
+    mode = ray.train.CheckpointUploadMode
     checkpoint = ray.train.Checkpoint.from_directory(str(ckpt)) if ckpt is not None else None
     ray.train.report(
-        metrics, checkpoint=checkpoint,
-        checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+        metrics, checkpoint=checkpoint, checkpoint_dir_name=ckpt.name if ckpt else None,
+        checkpoint_upload_mode=mode.SYNC if upload else mode.NO_UPLOAD,
+        delete_local_checkpoint_after_upload=False if upload else None,
     )  # fmt: skip
 
 
@@ -102,9 +109,19 @@ def _resume_point(ctx: WorkerContext, run_dir: Path) -> Path | None:
         import ray.train
 
         reported = ray.train.get_checkpoint()
-        if reported is not None and Path(reported.path).is_dir():
-            newest = latest_checkpoint(run_dir)  # may be newer than the last registered one
-            return newest if newest is not None else Path(reported.path)
+        newest = latest_checkpoint(run_dir)  # may be newer than the last registered one
+        if reported is not None and newest is not None:
+            return newest
+        if reported is not None:  # not on this machine: fetch it from the storage URI
+            local = run_dir / Path(reported.path).name
+            if not local.is_dir():
+                tmp = run_dir / f".{local.name}.rank{ctx.rank}.download"
+                reported.to_directory(str(tmp))
+                try:
+                    os.replace(tmp, local)  # complete, or not there at all
+                except OSError:  # another rank on this node got it there first
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return local
     return latest_checkpoint(run_dir)
 
 
@@ -222,6 +239,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         (run_dir / "spec.yaml").write_text(spec_yaml)
         (run_dir / "labels.json").write_text(json.dumps(labels))
 
+    upload = bool(config.get("upload_checkpoints", False))
     fault_step = _fault_hook(config, ctx.rank, "step")
     fault_ckpt = _fault_hook(config, ctx.rank, "checkpoint")
 
@@ -280,11 +298,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 ckpt = save_checkpoint(
                     run_dir, module, optimizer, state, spec_yaml, labels, partial(fault_ckpt, done)
                 )
-            _report(ctx, {"step": done, **last_eval}, ckpt)
+            _report(ctx, {"step": done, **last_eval}, ckpt, upload)
             if ctx.rank == 0:
                 prune_checkpoints(run_dir, tr.keep_checkpoints)
         elif is_eval:
-            _report(ctx, {"step": done, **last_eval}, None)
+            _report(ctx, {"step": done, **last_eval}, None, upload)
         if stopped:
             break
 
