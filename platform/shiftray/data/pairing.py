@@ -93,6 +93,9 @@ class Pairing:
         self.tgt = DomainStream(len(target), batch_size, seed * 2 + 1, rank, world)
         self.weak, self.strong, self.augment_source = weak, strong, augment_source
 
+    def close(self) -> None:
+        pass  # nothing to release (the streamed counterpart closes its readers)
+
     def batch(self, step: int) -> DABatch:
         x_s = y_s = None
         if self.src is not None:

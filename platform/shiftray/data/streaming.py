@@ -145,6 +145,12 @@ class ShardStream:
                 yield chunk.slice(i, self.batch_size)
             carry = chunk.slice(n_full) if n_full < len(chunk) else None
 
+    def close(self) -> None:
+        """Stop reading (closes the epoch's Ray Data iterator while Ray is still up)."""
+        if self._it is not None:
+            self._it.close()
+            self._it, self._next_step = None, None
+
     def batch(self, step: int) -> pa.Table:
         epoch, k = divmod(step, self.batches_per_epoch)
         if self._next_step != step or k == 0:  # a new epoch, or a jump (resume): re-open, skip
@@ -180,6 +186,11 @@ class StreamPairing:
         self.info, self.threads = info, decode_threads
         self.device = torch.device(decode_device)
         self.weak, self.strong, self.augment_source = weak, strong, augment_source
+
+    def close(self) -> None:
+        for stream in (self.src, self.tgt):
+            if stream is not None:
+                stream.close()
 
     def _inputs(self, table: pa.Table) -> torch.Tensor:
         col = table.column("input")

@@ -306,6 +306,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if stopped:
             break
 
+    pairing.close()
     (run_dir / f"params_rank{ctx.rank}.json").write_text(json.dumps(param_digest(module)))
     if ctx.in_ray:  # where each rank ran (multi-node runs)
         import ray
