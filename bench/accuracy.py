@@ -161,6 +161,38 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summarize_means(rows: list[dict]) -> str:
+    """One line per benchmark: each method's mean over tasks (of per-task seed means), with the
+    number of tasks and the seeds per task, so partial runs show as partial."""
+    by: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        by.setdefault((r["benchmark"], r["method"]), {}).setdefault(r["task"], []).append(
+            r["target_acc"]
+        )
+    methods = sorted({m for _, m in by}, key=lambda m: (m != "erm", m))
+    lines = ["| benchmark | " + " | ".join(methods) + " |", "|" + "---|" * (1 + len(methods))]
+    for bench in sorted({b for b, _ in by}):
+        cells = []
+        for m in methods:
+            tasks = by.get((bench, m), {})
+            if not tasks:
+                cells.append("")
+                continue
+            mean = statistics.mean(statistics.mean(v) for v in tasks.values())
+            seeds = sorted({len(v) for v in tasks.values()})
+            n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+            cells.append(f"{mean:.1f} ({len(tasks)} tasks, {n} seeds)")
+        lines.append(f"| {bench} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, rows: list[dict]) -> str:
+    rows = sorted(rows, key=key)
+    text = "## Mean over tasks\n\n" + summarize_means(rows) + "\n## Per task\n\n" + summarize(rows)
+    out.with_suffix(".md").write_text(text)
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,7 +202,11 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--procs", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--out", default=str(RESULTS / "accuracy.json"))
+    p.add_argument("--summary-only", action="store_true", help="rewrite the .md from the .json")
     args = p.parse_args()
+    if args.summary_only:
+        print(write_summary(Path(args.out), json.loads(Path(args.out).read_text())))
+        return
     todo = tasks(
         args.suites.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")]
     )
@@ -191,9 +227,7 @@ def main() -> None:
             tmp = out.with_suffix(".tmp")
             tmp.write_text(json.dumps(sorted(rows.values(), key=key), indent=1))
             tmp.replace(out)
-    table = summarize(sorted(rows.values(), key=key))
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    print(write_summary(out, list(rows.values())))
     print(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s -> {out}")
 
 

@@ -22,3 +22,19 @@ def test_gpu_dann_script_smoke_on_cpu(tmp_path):
         "reference fp32 eager", "shiftray step", "supervised step", "shiftray step in Ray Train (1 worker)"
     ]  # fmt: skip
     assert all(r["images_per_s"] > 0 for r in rows)
+
+
+def test_accuracy_summary_shows_partial_seed_counts(tmp_path):
+    rows = [
+        {"benchmark": "amazon", "task": t, "method": m, "seed": s, "target_acc": acc}
+        for t, m, s, acc in [("b->d", "erm", 0, 70.0), ("b->d", "erm", 1, 72.0), ("b->e", "erm", 0, 80.0),
+                             ("b->d", "dann", 0, 75.0)]
+    ]  # fmt: skip
+    out = tmp_path / "accuracy.json"
+    out.write_text(json.dumps(rows))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/accuracy.py"), "--summary-only", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = out.with_suffix(".md").read_text()
+    # erm: mean of the task means (71 and 80), over 2 tasks with 1 to 2 seeds each
+    assert "| amazon | 75.5 (2 tasks, 1-2 seeds) | 75.0 (1 tasks, 1 seeds) |" in md
