@@ -40,6 +40,7 @@ def main() -> None:
     b = args.batch
     x_s, x_t = torch.rand(b, 1, 28, 28), torch.rand(b, 1, 28, 28)
     y = torch.randint(0, 10, (2 * b,))
+    cfg = StepConfig.from_spec(spec, torch.device("cpu"), image_model=True)  # the spec defaults
     steps = {}
     for name in ("erm", "dann", "cdan", "mcc"):
         torch.manual_seed(0)
@@ -48,14 +49,16 @@ def main() -> None:
         if name == "cdan":
             params = params.model_copy(update={"disc_hidden": [500, 500]})
         module = TrainModule(model, METHODS.get(name)(params, ModelInfo(model.feature_dim, 10)))
+        if cfg.channels_last:
+            module = module.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
         # ERM sees the same 2b labelled images as the DA methods (source + target, one pass)
         batch = (
             DABatch(torch.cat([x_s, x_t]), y, x_t) if name == "erm" else DABatch(x_s, y[:b], x_t)
-        )
+        ).to("cpu", cfg.channels_last)
 
         def step(module=module, opt=opt, batch=batch):
-            train_step(module, opt, batch, 0.5, StepConfig())
+            train_step(module, opt, batch, 0.5, cfg)
 
         steps[name] = step
     # interleaved rounds, so that drift of a noisy machine hits every method alike
@@ -76,7 +79,9 @@ def main() -> None:
     base = rows[0]["ms_per_step"]
     for r in rows:
         r["ratio_to_erm"] = round(r["ms_per_step"] / base, 3)
-    print(f"LeNet digits step, {b}+{b} images, {args.threads} thread(s)")
+    print(
+        f"LeNet digits step, {b}+{b} images, {args.threads} thread(s), channels_last={cfg.channels_last}"
+    )
     print_table(rows, ["method", "ms_per_step", "images_per_s", "ratio_to_erm"])
     write_result(
         "cpu-step-overhead", {"batch_per_domain": b, "threads": args.threads, "rows": rows}

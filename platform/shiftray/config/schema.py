@@ -224,7 +224,9 @@ class TrainSpec(Strict):
         "auto", description="autocast dtype; auto = bf16 on GPUs that support it, else fp32"
     )
     channels_last: Literal["auto", "on", "off"] = Field(
-        "auto", description="NHWC memory format for image models; auto = on for GPU"
+        "auto",
+        description="NHWC memory format for image models; auto = on (faster here on CPU too: "
+        "LeNet x1.6, timm test_resnet x1.3, resnet18 at 64 px about even)",
     )
     compile: Literal["auto", "on", "off"] = Field(
         "off", description="torch.compile the training module; auto = on for GPU"

@@ -33,7 +33,7 @@ class StepConfig:
         bf16 = tr.precision == "bf16" or (
             tr.precision == "auto" and cuda and torch.cuda.is_bf16_supported()
         )
-        cl = tr.channels_last == "on" or (tr.channels_last == "auto" and cuda)
+        cl = tr.channels_last in ("on", "auto")  # auto: NHWC for image models, CPU and GPU
         return cls(
             autocast_dtype=torch.bfloat16 if bf16 else None,
             device_type=device.type,
