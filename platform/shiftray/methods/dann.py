@@ -40,13 +40,14 @@ def domain_adversarial_loss(
     discriminator: torch.nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, coeff: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean BCE of the discriminator on reversed source (label 1) and target (label 0) features."""
+    n_s, n_t = len(f_s), len(f_t)
     d = discriminator(grad_reverse(torch.cat([f_s, f_t]), coeff)).squeeze(1)
-    labels = torch.cat([d.new_ones(len(f_s)), d.new_zeros(len(f_t))])
-    loss = 0.5 * (
-        F.binary_cross_entropy_with_logits(d[: len(f_s)], labels[: len(f_s)])
-        + F.binary_cross_entropy_with_logits(d[len(f_s) :], labels[len(f_s) :])
-    )
-    acc = ((d > 0).float() == labels).float().mean()
+    labels = torch.cat([d.new_ones(n_s), d.new_zeros(n_t)])
+    # 0.5 (mean over source + mean over target), in one call: per-example weights 0.5 / n
+    weight = torch.cat([d.new_full((n_s,), 0.5 / n_s), d.new_full((n_t,), 0.5 / n_t)])
+    loss = F.binary_cross_entropy_with_logits(d, labels, weight=weight, reduction="sum")
+    with torch.no_grad():
+        acc = ((d > 0).float() == labels).float().mean()
     return loss, acc
 
 
