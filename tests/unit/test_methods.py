@@ -147,9 +147,9 @@ def test_fixmatch_masks_by_weak_confidence():
     model, batch = strong_batch()
     model.eval()  # BatchNorm in eval: the joint forward equals per-part forwards
     for thr in (0.0, 0.4, 1.0):
-        out = FixMatch(FixMatchParams(trade_off=2.0, threshold=thr), ModelInfo(4, 3))(
-            model, batch, 0.5
-        )
+        out = FixMatch(
+            FixMatchParams(trade_off=2.0, threshold=thr, adamatch=False), ModelInfo(4, 3)
+        )(model, batch, 0.5)
         q = F.softmax(model(batch.x_t)[0], 1)
         conf, pseudo = q.max(1)
         ce = F.cross_entropy(model(batch.x_t_strong)[0], pseudo, reduction="none")
@@ -157,6 +157,30 @@ def test_fixmatch_masks_by_weak_confidence():
         ref = F.cross_entropy(model(batch.x_s)[0], batch.y_s) + 2.0 * unsup
         assert torch.allclose(out.loss, ref, atol=1e-5)
     assert float(out.logs["mask_rate"]) == 0.0  # threshold 1: nothing is confident enough
+
+
+def test_fixmatch_adamatch_alignment_relative_threshold_and_rampup():
+    from shiftray.methods.consistency import FixMatch, FixMatchParams
+
+    model, batch = strong_batch()
+    model.eval()
+    method = FixMatch(FixMatchParams(trade_off=2.0, threshold=0.6), ModelInfo(4, 3))
+    for progress in (0.0, 0.25, 0.5, 0.9):
+        out = method(model, batch, progress)
+        p_s = F.softmax(model(batch.x_s)[0], 1)
+        q = F.softmax(model(batch.x_t)[0], 1)
+        q = q * p_s.mean(0) / q.mean(0)
+        q = q / q.sum(1, keepdim=True)  # aligned to the source's class balance
+        conf, pseudo = q.max(1)
+        tau = 0.6 * p_s.max(1).values.mean()  # relative to the source confidence
+        ce = F.cross_entropy(model(batch.x_t_strong)[0], pseudo, reduction="none")
+        unsup = (ce * (conf >= tau).float()).mean()
+        w = 2.0 * (0.5 - math.cos(min(math.pi, 2 * math.pi * progress)) / 2)
+        ref = F.cross_entropy(model(batch.x_s)[0], batch.y_s) + w * unsup
+        assert torch.allclose(out.loss, ref, atol=1e-5), progress
+    assert w == 2.0  # full weight from half of training on
+    start = method(model, batch, 0.0)  # and none at the start
+    assert torch.allclose(start.loss, F.cross_entropy(model(batch.x_s)[0], batch.y_s), atol=1e-6)
 
 
 def test_mean_teacher_consistency_and_ema():
