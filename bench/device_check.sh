@@ -10,7 +10,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/platform:${PYTHONPATH:-} HF_HUB_OFFLIN
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 RAY_TRAIN_V2_ENABLED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
 python3 -c "import torch, torchvision, ray, timm; print(torch.__version__, torchvision.__version__, ray.__version__, timm.__version__)"
-echo "== dann";  timeout 330 python3 bench/gpu_dann.py --out-dir "$OUT" 2>&1 | grep -v Warning | tail -25
-echo "== decode"; timeout 60 python3 bench/gpu_decode.py --out-dir "$OUT" 2>&1 | tail -8
-echo "== loop";  timeout 120 python3 -m shiftray.cli run bench/jobs/gpu-loop.yaml --quiet 2>&1 | tail -15
+# full logs go to OUT (a stage killed by its timeout keeps what it printed); the tail here
+run() { local name=$1 limit=$2; shift 2; echo "== $name"
+        timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"; grep -v Warning "$OUT/$name.log" | tail -20; }
+run dann 420 python3 bench/gpu_dann.py --out-dir "$OUT"
+run decode 60 python3 bench/gpu_decode.py --out-dir "$OUT"
+run loop 240 python3 -m shiftray.cli run bench/jobs/gpu-loop.yaml --quiet
 cp /tmp/shiftray-gpu-runs/gpu-loop/result.json "$OUT/gpu-loop-result.json" 2>/dev/null

@@ -226,22 +226,22 @@ class TrainSpec(Strict):
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto",
         description="NHWC memory format for image models; auto = on (faster here on CPU too: "
-        "LeNet x1.6, timm test_resnet x1.3, resnet18 at 64 px about even)",
+        "LeNet x1.67, timm test_resnet x1.4, resnet18 at 64 px x0.94: bench/memory_format.py)",
     )
     compile: Literal["auto", "on", "off"] = Field(
         "off", description="torch.compile the training module; auto = on for GPU"
     )
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
 
+    label_free_scores: bool = Field(
+        False, description="also score target_entropy / target_im on the whole unlabelled target"
+    )
+
     @field_validator("channels_last", "compile", mode="before")
     @classmethod
     def _on_off(cls, v: Any) -> Any:
         """YAML reads a bare on/off (or yes/no) as a bool: take it as the switch it names."""
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
-
-    label_free_scores: bool = Field(
-        False, description="also score target_entropy / target_im on the whole unlabelled target"
-    )
 
 
 class ResourcesSpec(Strict):

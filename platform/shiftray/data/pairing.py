@@ -19,26 +19,7 @@ import numpy as np
 import torch
 
 from shiftray.data.formats import DomainArrays
-
-
-def as_format(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """A 4-D image batch in one explicit memory format (others pass through).
-
-    Size-1 dims make strides ambiguous: an (N, 1, H, W) batch counts as contiguous in both NCHW
-    and NHWC, and which convolution kernels run then depends on the stride values, which depend
-    on how the array was made (a NumPy view with a 0 stride, an unpickled copy from the object
-    store). On CPU that alone moved a LeNet step by 30%. Here the strides are made canonical
-    for the chosen format: free when only size-1 strides differ, one copy otherwise.
-    """
-    if t.dim() != 4:
-        return t
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    canon = torch.empty(t.shape, device="meta", memory_format=fmt).stride()
-    if t.stride() == canon:
-        return t
-    if t.is_contiguous(memory_format=fmt):  # same element layout: relabel the strides
-        return t.as_strided(t.shape, canon)
-    return t.contiguous(memory_format=fmt)
+from shiftray.layout import as_format
 
 
 @dataclass
@@ -85,6 +66,20 @@ class DomainStream:
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
+def augmented_batch(
+    x_s: torch.Tensor | None, y_s: torch.Tensor | None, raw_t: torch.Tensor,
+    idx_t: torch.Tensor | None, weak: Augment | None, strong: Augment | None,
+    augment_source: bool,
+) -> DABatch:  # fmt: skip
+    """The batch both pairings hand out: the weak view of the target (and of the source when
+    ``augment_source``), and a strong view of the same target examples when ``strong`` is set."""
+    if x_s is not None and weak is not None and augment_source:
+        x_s = weak(x_s)
+    x_t = weak(raw_t) if weak is not None else raw_t
+    x_t_strong = strong(raw_t) if strong is not None else None
+    return DABatch(x_s, y_s, x_t, x_t_strong, idx_t)
+
+
 class Pairing:
     """Source and target streams for one worker; ``batch(step)`` -> DABatch on CPU.
 
@@ -116,10 +111,8 @@ class Pairing:
         if self.src is not None:
             i = self.src.indices(step)
             x_s, y_s = torch.from_numpy(self.source.x[i]), torch.from_numpy(self.source.y[i])
-            if self.weak is not None and self.augment_source:
-                x_s = self.weak(x_s)
         j = self.tgt.indices(step)
         raw_t = torch.from_numpy(self.target.x[j])
-        x_t = self.weak(raw_t) if self.weak is not None else raw_t
-        x_t_strong = self.strong(raw_t) if self.strong is not None else None
-        return DABatch(x_s, y_s, x_t, x_t_strong, torch.from_numpy(j))
+        return augmented_batch(
+            x_s, y_s, raw_t, torch.from_numpy(j), self.weak, self.strong, self.augment_source
+        )

@@ -32,7 +32,7 @@ import torch
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
 from shiftray.data.images import decode_batch
-from shiftray.data.pairing import Augment, DABatch
+from shiftray.data.pairing import Augment, DABatch, augmented_batch
 from shiftray.data.sources import ParquetDomains, shard_paths
 from shiftray.registry import METHODS, load_all
 
@@ -127,8 +127,8 @@ class ShardStream:
 
     def _open(self, epoch: int) -> Iterator[pa.Table]:
         """Epoch ``epoch``'s batches: the rows in file order, cut into windows of about
-        ``shuffle_buffer`` rows, each window permuted by an RNG seeded by (seed, domain, rank,
-        epoch, window), then into batches (the last partial batch of the epoch dropped).
+        ``shuffle_buffer`` rows, each window permuted by the next draws of an RNG seeded by
+        (seed, domain, rank, epoch), then into batches (the epoch's last partial batch dropped).
         Depends only on the row order, never on how Ray Data blocks or prefetches it."""
         rng = np.random.default_rng([self.seed, sum(map(ord, self.name)), self.rank, epoch])
         window = max(self.batch_size, self.buffer // self.batch_size * self.batch_size)
@@ -208,9 +208,5 @@ class StreamPairing:
             t = self.src.batch(step)
             x_s = self._inputs(t)
             y_s = torch.from_numpy(t.column("label").to_numpy().astype(np.int64))
-            if self.weak is not None and self.augment_source:
-                x_s = self.weak(x_s)
         raw_t = self._inputs(self.tgt.batch(step))  # the label column is not read
-        x_t = self.weak(raw_t) if self.weak is not None else raw_t
-        x_t_strong = self.strong(raw_t) if self.strong is not None else None
-        return DABatch(x_s, y_s, x_t, x_t_strong, None)
+        return augmented_batch(x_s, y_s, raw_t, None, self.weak, self.strong, self.augment_source)

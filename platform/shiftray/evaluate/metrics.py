@@ -14,7 +14,6 @@ import torch.distributed as dist
 from torch import nn
 
 from shiftray.data.formats import DomainArrays
-from shiftray.data.pairing import as_format
 
 
 @dataclass
@@ -28,7 +27,7 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: DomainArrays, batch_size: int, device: torch.device,
-    rank: int = 0, world: int = 1, channels_last: bool = False,
+    rank: int = 0, world: int = 1,
 ) -> EvalResult:  # fmt: skip
     if data.y is None:
         raise ValueError(f"cannot evaluate on {data.domain!r}/{data.split!r}: it has no labels")
@@ -39,7 +38,7 @@ def evaluate(
     stats = torch.zeros(3 + 2 * k, dtype=torch.float64)  # correct, loss_sum, count, per-class
     for start in range(0, len(idx), batch_size):
         sel = idx[start : start + batch_size]
-        x = as_format(torch.from_numpy(data.x[sel]).to(device), channels_last)
+        x = torch.from_numpy(data.x[sel]).to(device)
         y = torch.from_numpy(data.y[sel]).to(device)
         logits, _ = model(x)
         hit = (logits.argmax(1) == y).double().cpu()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from shiftray.config.schema import ModelSpec
+from shiftray.layout import as_format
 from shiftray.models.backbones import build_backbone
 from shiftray.models.heads import bottleneck, classifier
 
@@ -24,6 +25,7 @@ class AdaptModel(nn.Module):
         self.layer_groups = bb.layer_groups
         self.frozen_backbone = False  # feature extraction: backbone in eval mode, no gradients
         self.cached = False  # inputs are already backbone features (cached feature extraction)
+        self.channels_last = False  # image inputs reach the backbone in NHWC (set with the weights)
         if bb.mean is not None:
             shape = (1, -1) + (1,) * (len(input_shape) - 1)
             self.register_buffer("input_mean", torch.tensor(bb.mean).view(shape), persistent=False)
@@ -44,6 +46,7 @@ class AdaptModel(nn.Module):
         """Backbone features of raw inputs (what cached feature extraction stores)."""
         if self.input_mean is not None:
             x = (x - self.input_mean) / self.input_std
+        x = as_format(x, self.channels_last)  # every caller: training, evaluation, validators
         if self.frozen_backbone:
             self.backbone.eval()
             with torch.no_grad():

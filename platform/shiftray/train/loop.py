@@ -206,6 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     step_cfg = StepConfig.from_spec(spec, ctx.device, image_model=len(data.input_shape) == 3)
     if step_cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
+        model.channels_last = True  # and its inputs, wherever they come from
     trained: torch.nn.Module = module
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -276,9 +277,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             label_free = tr.label_free_scores or (
                 stopper is not None and stopper.metric.startswith("target_")
             )
-            last_eval = evaluate_all(
-                module.model, data, tr.eval_batch_size, ctx, label_free, step_cfg.channels_last
-            )
+            last_eval = evaluate_all(module.model, data, tr.eval_batch_size, ctx, label_free)
             record |= last_eval
             if stopper is not None and stopper.update(last_eval[stopper.metric], done):
                 stopped = is_ckpt = True  # the same decision on every rank (all-reduced metrics)
@@ -330,18 +329,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_all(
-    model, data: DomainData, batch_size: int, ctx: WorkerContext, label_free: bool,
-    channels_last: bool = False,
-) -> dict[str, float]:  # fmt: skip
+    model, data: DomainData, batch_size: int, ctx: WorkerContext, label_free: bool
+) -> dict[str, float]:
     """Target test accuracy (labels used for reporting only), source validation accuracy when
     held out, and (``label_free``) label-free scores on the unlabelled target set."""
     args = (batch_size, ctx.device, ctx.rank, ctx.world)
-    res = evaluate(model, data.target_test, *args, channels_last=channels_last)
+    res = evaluate(model, data.target_test, *args)
     out = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
     if "source_val" in data.extra:
-        out["source_val_acc"] = evaluate(
-            model, data.extra["source_val"], *args, channels_last=channels_last
-        ).accuracy
+        out["source_val_acc"] = evaluate(model, data.extra["source_val"], *args).accuracy
     if label_free:  # streamed training splits are not in memory: score the test inputs
         unlabelled = data.target if len(data.target) else data.target_test.without_labels()
         out |= unsupervised_scores(model, unlabelled, *args)
