@@ -77,3 +77,28 @@ def test_csv_and_jsonl_tables(tmp_path):
 def test_image_folder_missing_root_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="root/<domain>/<class>"):
         ImageFolder.read("x", "train", ImageFolder.Options(root=str(tmp_path / "nope")))
+
+
+def test_first_decode_in_a_fresh_process_imports_torchvision_before_its_threads():
+    """CI once failed here: the pool threads each imported torchvision for the first time and
+    raced on its circular submodules. A fresh interpreter, 8 threads, nothing imported yet."""
+    import subprocess
+    import sys
+
+    code = (
+        "import io, sys\n"
+        "import numpy as np\n"
+        "from PIL import Image\n"
+        "from shiftray.data.images import decode_images\n"
+        "assert 'torchvision' not in sys.modules\n"
+        "blobs = []\n"
+        "for i in range(32):\n"
+        "    b = io.BytesIO()\n"
+        "    Image.fromarray(np.full((20, 20, 3), i, np.uint8)).save(b, format='PNG')\n"
+        "    blobs.append(b.getvalue())\n"
+        "x = decode_images(blobs, 16, threads=8)\n"
+        "assert x.shape == (32, 3, 16, 16)\n"
+        "assert abs(float(x[31].mean()) * 255 - 31) < 0.5\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

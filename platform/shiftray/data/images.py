@@ -22,17 +22,28 @@ import torch
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
+def _torchvision():
+    """Import torchvision in the calling thread.
+
+    Importing it for the first time from several pool threads at once races Python's import
+    lock on its circular submodules (``cannot import name 'InterpolationMode' from partially
+    initialized module``), so ``decode_batch`` imports it before it starts any thread.
+    """
+    import torchvision.io
     import torchvision.transforms.v2.functional as TF
 
+    return torchvision.io, TF
+
+
+def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
+    _, TF = _torchvision()
     return TF.center_crop(TF.resize(img, [size], antialias=True), [size, size])
 
 
 def _decode_cpu(blob: bytes, size: int) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
+    io, _ = _torchvision()
     raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    return _fit(decode_image(raw, mode=ImageReadMode.RGB), size)
+    return _fit(io.decode_image(raw, mode=io.ImageReadMode.RGB), size)
 
 
 def decode_batch(
@@ -42,17 +53,16 @@ def decode_batch(
     device = torch.device(device)
     if not blobs:
         return torch.zeros((0, 3, size, size), device=device)
+    io, _ = _torchvision()  # before any thread: see _torchvision
     if device.type != "cuda":
         with ThreadPoolExecutor(threads) as pool:
             imgs = list(pool.map(lambda b: _decode_cpu(b, size), blobs))
         return torch.stack(imgs).float().div_(255)
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     out: list[torch.Tensor | None] = [None] * len(blobs)
     jpeg = [i for i, b in enumerate(blobs) if b[:3] == JPEG_MAGIC]
     if jpeg:
         raw = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg]
-        decoded = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)  # batched nvjpeg
+        decoded = io.decode_jpeg(raw, mode=io.ImageReadMode.RGB, device=device)  # batched nvjpeg
         for i, img in zip(jpeg, decoded, strict=True):
             out[i] = _fit(img, size)
     for i, b in enumerate(blobs):
