@@ -31,8 +31,8 @@ OFFICE = {"A": "amazon", "C": "caltech", "D": "dslr", "W": "webcam"}
 
 # Published figures (../shared/ANCHORS.md): TLlib digits (LeNet, full MNIST), DANN paper Table 1.
 PUBLISHED = {
-    ("digits", "mnist->usps"): {"erm": 82.1, "dann": 91.7},
-    ("digits", "usps->mnist"): {"erm": 74.6, "dann": 95.2},
+    ("digits", "mnist->usps"): {"erm": 82.1, "dann": 91.7, "cdan": 96.0},
+    ("digits", "usps->mnist"): {"erm": 74.6, "dann": 95.2, "cdan": 97.7},
     **{
         ("amazon", f"{s}->{t}"): {"dann": v}
         for (s, t), v in zip(
@@ -129,9 +129,10 @@ def summarize(rows: list[dict]) -> str:
             r["target_acc"]
         )
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "erm", m))
+    published = [m for m in methods if any(m in v for v in PUBLISHED.values())]
     head = "| benchmark | task | " + " | ".join(f"{m} (shiftray)" for m in methods)
-    head += " | " + " | ".join(f"{m} (published)" for m in methods) + " |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(methods))]
+    head += " | " + " | ".join(f"{m} (published)" for m in published) + " |"
+    lines = [head, "|" + "---|" * (2 + len(methods) + len(published))]
 
     def fmt(v: list[float]) -> str:
         if not v:
@@ -142,7 +143,7 @@ def summarize(rows: list[dict]) -> str:
     means: dict[tuple[str, str], list[float]] = {}
     for (bench, task), by_m in sorted(groups.items()):
         pub = PUBLISHED.get((bench, task), {})
-        cells = [fmt(by_m.get(m, [])) for m in methods] + [str(pub.get(m, "")) for m in methods]
+        cells = [fmt(by_m.get(m, [])) for m in methods] + [str(pub.get(m, "")) for m in published]
         lines.append(f"| {bench} | {task} | " + " | ".join(cells) + " |")
         for m in methods:
             if by_m.get(m):
@@ -154,7 +155,7 @@ def summarize(rows: list[dict]) -> str:
             cells.append(f"**{statistics.mean(v):.1f}** ({len(v)} tasks)" if v else "")
         pubm = {
             m: [PUBLISHED[k][m] for k in PUBLISHED if k[0] == bench and m in PUBLISHED[k]]
-            for m in methods
+            for m in published
         }
         cells += [f"{statistics.mean(v):.1f}" if v else "" for v in pubm.values()]
         lines.append(f"| {bench} | mean | " + " | ".join(cells) + " |")

@@ -51,7 +51,16 @@ def test_two_workers_stay_in_sync_and_evaluate_everything(ray_session, tmp_path)
 
 
 def test_compare_runs_strategies_as_ray_tasks(ray_session, tmp_path):
+    import os
+
+    import ray
     from shiftray.compare import compare
+
+    # the embedded Ray runs its workers at normal priority (Ray's default niceness is 15)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(ray.remote(num_cpus=1)(niceness).remote()) == 0
 
     spec = spec_from_dict(
         synthetic_spec(

@@ -54,6 +54,17 @@ def stream_spec(root, tmp_path, **over):
     )  # fmt: skip
 
 
+_OPEN: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pairings():
+    """Close every stream a test opened while Ray is still up (no teardown noise)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def pairing(spec, batch=32):
     from shiftray.data.streaming import StreamPairing, load_stream_data, make_datasets
 
@@ -62,7 +73,9 @@ def pairing(spec, batch=32):
     info = data.extra["stream"]
     its = {k: v.iterator() for k, v in ds.items()}
     st = spec.data.stream
-    return StreamPairing(its, info, batch, 0, 0, 1, st.shuffle_buffer, st.prefetch_batches)
+    p = StreamPairing(its, info, batch, 0, 0, 1, st.shuffle_buffer, st.prefetch_batches)
+    _OPEN.append(p)
+    return p
 
 
 def test_stream_batches_are_a_pure_function_of_the_step(ray_session, shards, tmp_path):
