@@ -51,10 +51,10 @@ def main() -> None:
     t = time.perf_counter()
     ensure_ray()
     init_s = time.perf_counter() - t
-    runs: dict[str, list] = {"bare loop": [], "Ray Train, 1 worker": []}
-    runs_by_context = (("bare loop", fit_local), ("Ray Train, 1 worker", fit))
+    contexts = (("bare loop", "bare", fit_local), ("Ray Train, 1 worker", "ray", fit))
+    runs: dict[str, list] = {name: [] for name, _, _ in contexts}
     for r in range(args.rounds):
-        for (name, run), tag in zip(runs_by_context, ("bare", "ray"), strict=True):
+        for name, tag, run in contexts:
             res = run(
                 load_spec(ROOT / "jobs/digits/mnist-usps-dann.yaml", [*over, f"name={tag}-{r}"]),
                 data,

@@ -81,7 +81,8 @@ def test_image_folder_missing_root_is_clear(tmp_path):
 
 def test_first_decode_in_a_fresh_process_imports_torchvision_before_its_threads():
     """CI once failed here: the pool threads each imported torchvision for the first time and
-    raced on its circular submodules. A fresh interpreter, 8 threads, nothing imported yet."""
+    raced on its circular submodules (a race: it passed locally). In a fresh interpreter the pool
+    must find torchvision already imported when it starts; then 32 images decode on 8 threads."""
     import subprocess
     import sys
 
@@ -89,14 +90,20 @@ def test_first_decode_in_a_fresh_process_imports_torchvision_before_its_threads(
         "import io, sys\n"
         "import numpy as np\n"
         "from PIL import Image\n"
-        "from shiftray.data.images import decode_images\n"
+        "import shiftray.data.images as images\n"
         "assert 'torchvision' not in sys.modules\n"
+        "class Pool(images.ThreadPoolExecutor):\n"
+        "    def __init__(self, *a, **k):\n"
+        "        assert 'torchvision.io' in sys.modules, 'pool started before torchvision import'\n"
+        "        assert 'torchvision.transforms.v2.functional' in sys.modules\n"
+        "        super().__init__(*a, **k)\n"
+        "images.ThreadPoolExecutor = Pool\n"
         "blobs = []\n"
         "for i in range(32):\n"
         "    b = io.BytesIO()\n"
         "    Image.fromarray(np.full((20, 20, 3), i, np.uint8)).save(b, format='PNG')\n"
         "    blobs.append(b.getvalue())\n"
-        "x = decode_images(blobs, 16, threads=8)\n"
+        "x = images.decode_images(blobs, 16, threads=8)\n"
         "assert x.shape == (32, 3, 16, 16)\n"
         "assert abs(float(x[31].mean()) * 255 - 31) < 0.5\n"
     )
