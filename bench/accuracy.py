@@ -1,4 +1,4 @@
-"""Accuracy benchmark: ERM and DANN, several seeds, on the real benchmark data.
+"""Accuracy benchmark: any method in jobs/, several seeds, on the real benchmark data.
 
 Runs the job specs in jobs/ in-process (the same training loop as Ray Train workers run), a
 few at a time on separate cores, and writes:
@@ -9,6 +9,10 @@ few at a time on separate cores, and writes:
 
     python bench/accuracy.py                       # digits + amazon, erm + dann, seeds 0 1 2
     python bench/accuracy.py --suites digits --seeds 0
+    python bench/accuracy.py --suites office,amazon --methods shot,distill --seeds 0
+
+SHOT and distillation runs train their first phase too (the source model SHOT adapts; the DANN
+teacher of the same pair and seed), and their "seconds" include it.
 """
 
 from __future__ import annotations
@@ -106,6 +110,9 @@ def run_task(task: Task) -> dict:
             src = job_file(task.benchmark, task.task, "source")
             _train(src, overrides, f"{tmp}/source")
             overrides.append(f"method.params.source_checkpoint={tmp}/source")
+        if task.method == "distill":  # phase 1: the DANN teacher, same pair and seed
+            _train(job_file(task.benchmark, task.task, "dann"), overrides, f"{tmp}/teacher")
+            overrides.append(f"method.params.teacher={tmp}/teacher")
         result, steps = _train(task.job, overrides, f"{tmp}/run")
     return {
         "benchmark": task.benchmark,
@@ -201,9 +208,11 @@ def main() -> None:
     p.add_argument("--suites", default="digits,amazon")
     p.add_argument("--methods", default="erm,dann")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--tasks", help="only these tasks, e.g. mnist->usps,b->d (default: all)")
     p.add_argument("--procs", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--out", default=str(RESULTS / "accuracy.json"))
     p.add_argument("--summary-only", action="store_true", help="rewrite the .md from the .json")
+    p.add_argument("--skip-done", action="store_true", help="skip runs already in --out")
     args = p.parse_args()
     if args.summary_only:
         print(write_summary(Path(args.out), json.loads(Path(args.out).read_text())))
@@ -214,6 +223,10 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = {key(r): r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    if args.tasks:
+        todo = [t for t in todo if t.task in args.tasks.split(",")]
+    if args.skip_done:
+        todo = [t for t in todo if (t.benchmark, t.task, t.method, t.seed) not in rows]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.procs) as pool:
         futures = {pool.submit(run_task, t): t for t in todo}

@@ -38,3 +38,32 @@ def test_accuracy_summary_shows_partial_seed_counts(tmp_path):
     md = out.with_suffix(".md").read_text()
     # erm: mean of the task means (71 and 80), over 2 tasks with 1 to 2 seeds each
     assert "| amazon | 75.5 (2 tasks, 1-2 seeds) | 75.0 (1 tasks, 1 seeds) |" in md
+
+
+@pytest.mark.parametrize(
+    ("method", "phase1", "param"),
+    [("shot", "source", "source_checkpoint"), ("distill", "dann", "teacher")],
+)
+def test_accuracy_two_phase_methods_train_their_first_phase(monkeypatch, method, phase1, param):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import accuracy
+
+    calls = []
+
+    def fake_train(job, overrides, run_dir):
+        calls.append((job, list(overrides), run_dir))
+        return {"target_acc": 50.0}, 10
+
+    monkeypatch.setattr(accuracy, "_train", fake_train)
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # keep this process's setting
+    (task,) = [t for t in accuracy.tasks(["office"], [method], [2]) if t.task == "C->D"]
+    row = accuracy.run_task(task)
+    (job1, ov1, dir1), (job2, ov2, _) = calls
+    assert (
+        job1 == f"jobs/office-caltech/{phase1}.yaml"
+        and job2 == f"jobs/office-caltech/{method}.yaml"
+    )
+    pair = ["data.source=caltech", "data.target=dslr", "train.seed=2"]
+    assert ov1 == pair  # the first phase: same pair and seed
+    assert ov2 == [*pair, f"method.params.{param}={dir1}"]  # the second reads the first's run
+    assert row["method"] == method and row["target_acc"] == 50.0

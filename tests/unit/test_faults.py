@@ -19,6 +19,7 @@ OVER = {
     "train__checkpoint_every": 20,
     "train__eval_every": 20,
     "train__keep_checkpoints": 5,
+    "resources__torch_threads": 1,  # the killed subprocess and this process reduce alike
 }
 
 
