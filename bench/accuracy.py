@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def main() -> None:
     if args.tasks:
         todo = [t for t in todo if t.task in args.tasks.split(",")]
     if args.skip_done:
-        todo = [t for t in todo if (t.benchmark, t.task, t.method, t.seed) not in rows]
+        todo = [t for t in todo if key(asdict(t)) not in rows]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.procs) as pool:
         futures = {pool.submit(run_task, t): t for t in todo}

@@ -45,7 +45,7 @@ def test_accuracy_summary_shows_partial_seed_counts(tmp_path):
     [("shot", "source", "source_checkpoint"), ("distill", "dann", "teacher")],
 )
 def test_accuracy_two_phase_methods_train_their_first_phase(monkeypatch, method, phase1, param):
-    sys.path.insert(0, str(ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import accuracy
 
     calls = []
