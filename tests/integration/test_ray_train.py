@@ -11,7 +11,27 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray_session(tmp_path_factory):
+def s3_endpoint():
+    """A local S3 server (moto) speaking the real protocol over HTTP. Its endpoint and (fake)
+    credentials reach Ray's workers the way a cluster's do: through the environment the nodes
+    start with, so this fixture runs before Ray starts."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        }.items():  # fmt: skip
+            mp.setenv(key, value)
+        yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_session(s3_endpoint):
     import ray
     from shiftray.train.launch import ensure_ray
 
@@ -96,24 +116,31 @@ def test_worker_killed_mid_run_restarts_from_last_checkpoint(ray_session, tmp_pa
     assert steps == [10, 20, 30, 40, 50, 60]  # contiguous: nothing lost, nothing skipped
 
 
-def test_checkpoints_persist_to_a_storage_uri_and_resume_on_a_fresh_machine(ray_session, tmp_path):
+def test_checkpoints_persist_to_s3_and_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_path):
+    import boto3
     from shiftray.train.launch import fit
 
-    store = tmp_path / "store"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="ckpts")
 
     def spec(node, steps):
         return spec_from_dict(
             synthetic_spec(
                 name="remote", train__steps=steps, train__eval_every=15, train__checkpoint_every=15,
                 tracking={"wandb": "disabled", "output_dir": str(tmp_path / node),
-                          "storage_path": store.as_uri()},
+                          "storage_path": "s3://ckpts/runs"},
             )
         )  # fmt: skip
 
     fit(spec("node1", 30))
-    stored = sorted(p.name for p in (store / "remote").glob("checkpoint_0*"))
-    assert stored[-1] == "checkpoint_00000030"
-    assert (store / "remote" / stored[-1] / "model.safetensors").is_file()
-    # another machine: nothing local, the same storage URI; the run goes on from step 30
-    second = json.loads((fit(spec("node2", 45)).run_dir / "result.json").read_text())
-    assert second["resumed_from"] == 30 and second["step"] == 45
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ckpts", Prefix="runs/remote/")["Contents"]}
+    for step in (15, 30):
+        for name in ("model.safetensors", "method.safetensors", "optimizer.pt", "state.json"):
+            assert f"runs/remote/checkpoint_{step:08d}/{name}" in keys
+    state = s3.get_object(Bucket="ckpts", Key="runs/remote/checkpoint_00000030/state.json")
+    assert json.loads(state["Body"].read())["step"] == 30
+    # another machine: an empty output directory, the same bucket; the run goes on from step 30
+    second = fit(spec("node2", 45))
+    assert not (tmp_path / "node2" / "remote" / "checkpoint_00000015").exists()  # fetched 30 only
+    final = json.loads((second.run_dir / "result.json").read_text())
+    assert final["resumed_from"] == 30 and final["step"] == 45

@@ -57,3 +57,27 @@ def test_overrides_parse_yaml_values(tmp_path):
     assert spec.optim.nesterov is False
     with pytest.raises(SpecError, match="section.field=value"):
         apply_overrides({}, ["train.steps"])
+
+
+@pytest.mark.parametrize(
+    "uri, ok",
+    [
+        ("s3://bucket/runs", None),
+        ("gs://bucket/runs", None),
+        ("file:///shared/runs", None),
+        ("/mnt/shared/runs", None),
+        ("abfss://runs@account.dfs.core.windows.net/shiftray", None),
+        ("shared/runs", "relative path"),
+        ("ftp://host/runs", "scheme 'ftp' is not a pyarrow.fs filesystem; allowed: file, s3"),
+        ("s3://AKIA:secret@bucket/runs", "credentials in the URI"),
+        ("s3:///runs", "names no bucket"),
+    ],
+)
+def test_storage_path_is_checked_before_ray_starts(uri, ok):
+    spec = synthetic_spec(tracking={"wandb": "disabled", "storage_path": uri})
+    if ok is None:
+        assert spec_from_dict(spec).tracking.storage_path == uri
+    else:
+        with pytest.raises(SpecError, match=r"tracking\.storage_path") as e:
+            spec_from_dict(spec)
+        assert ok in str(e.value)

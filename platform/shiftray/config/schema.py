@@ -7,11 +7,16 @@ are checked against their registries, and the error lists what is registered.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shiftray.registry import BACKBONES, DATASETS, METHODS, load_all
+
+
+# pyarrow.fs.FileSystem.from_uri's schemes (ADLS: abfs/abfss; HDFS needs libhdfs on the nodes)
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
 class Strict(BaseModel):
@@ -267,6 +272,38 @@ class TrackingSpec(Strict):
         "gs://bucket/dir, file:///shared/dir) or a path on storage every node mounts; unset: "
         "checkpoints stay in the run directory (one machine)",
     )
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_uri(cls, v: str | None) -> str | None:
+        """Checked before Ray starts: a scheme pyarrow.fs reads, no secrets (the spec is copied
+        into every checkpoint and the tracker), and no relative path (each node would resolve it
+        against its own working directory)."""
+        if v is None:
+            return v
+        m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)", v)
+        if m is None:
+            if not v.startswith("/"):
+                raise ValueError(
+                    f"{v!r} is a relative path; give an absolute path every node mounts or a "
+                    f"URI with one of the schemes {', '.join(STORAGE_SCHEMES)}"
+                )
+            return v
+        scheme, authority = m.group(1).lower(), m.group(2)
+        if scheme not in STORAGE_SCHEMES:
+            raise ValueError(
+                f"scheme {scheme!r} is not a pyarrow.fs filesystem; allowed: "
+                f"{', '.join(STORAGE_SCHEMES)}"
+            )
+        if ":" in authority.rpartition("@")[0]:  # user:secret@ (abfs container@account is fine)
+            raise ValueError(
+                "credentials in the URI would be written into every checkpoint's spec.yaml; "
+                "give them to every node through the environment instead (AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, or the node's role)"
+            )
+        if scheme != "file" and not authority:
+            raise ValueError(f"{v!r} names no bucket or host: {scheme}://BUCKET/dir")
+        return v
 
 
 class JobSpec(Strict):
