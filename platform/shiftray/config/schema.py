@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shiftray.registry import BACKBONES, DATASETS, METHODS, load_all
 
-
 # pyarrow.fs.FileSystem.from_uri's schemes (ADLS: abfs/abfss; HDFS needs libhdfs on the nodes)
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
