@@ -116,7 +116,7 @@ def test_worker_killed_mid_run_restarts_from_last_checkpoint(ray_session, tmp_pa
     assert steps == [10, 20, 30, 40, 50, 60]  # contiguous: nothing lost, nothing skipped
 
 
-def test_checkpoints_persist_to_s3_and_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_path):
+def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_path):
     import boto3
     from shiftray.train.launch import fit
 
