@@ -133,6 +133,8 @@ def _bench_opts(items: list[str]) -> dict:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from shiftray.data.formats import to_table
     from shiftray.data.sources import write_table
     from shiftray.registry import DATASETS, load_all
@@ -141,12 +143,22 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     bench = DATASETS.get(args.benchmark)
     opts = bench.Options.model_validate(_bench_opts(args.option))
     domains = args.domains or bench.domains(opts)
+    if not domains:
+        raise FileNotFoundError(
+            f"found no domains for {args.benchmark} with {_bench_opts(args.option)}: check the "
+            f"options ({', '.join(bench.Options.model_fields)}) or name them with --domains"
+        )
     for d in domains:
         for split in bench.splits:
             if hasattr(bench, "encoded_table"):  # images stay encoded; workers decode them
                 table = bench.encoded_table(d, split, opts)
             else:
                 table = to_table(bench.read(d, split, opts), bench.class_names(opts))
+            if split == "train" and args.seed >= 0:
+                # streaming shuffles only within windows of rows (data.stream.shuffle_buffer):
+                # rows written class by class would give batches of two or three classes
+                perm = np.random.default_rng([args.seed, len(table)]).permutation(len(table))
+                table = table.take(perm)
             for path in write_table(table, args.out, d, split, args.shard_rows):
                 print(f"{path}")
             print(f"  {d}/{split}: {len(table)} rows")
@@ -244,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument(
         "--shard-rows", type=int, default=0, help="rows per Parquet shard (0 = one file)"
     )
+    prep.add_argument(
+        "--seed", type=int, default=0,
+        help="train rows are written in a random order drawn with this seed (-1: source order)",
+    )  # fmt: skip
     prep.set_defaults(func=cmd_data_prepare)
     ins = dsub.add_parser(
         "inspect", help="domains, sizes and class balance of a benchmark or Parquet dir"

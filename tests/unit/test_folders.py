@@ -26,13 +26,18 @@ def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
     opts = ParquetDomains.Options(path=str(out))
     assert ParquetDomains.domains(opts) == ["night", "photo"]
     assert ParquetDomains.class_names(opts) == ["blue", "red"]
-    got = ParquetDomains.read("night", "train", opts)
+    got = ParquetDomains.read("night", "test", opts)
     direct = ImageFolder.read(
-        "night", "train", ImageFolder.Options(root=str(tmp_path / "tree"), image_size=16)
+        "night", "test", ImageFolder.Options(root=str(tmp_path / "tree"), image_size=16)
     )
     assert got.x.shape == (12, 3, 16, 16) and got.x.dtype == np.float32
     np.testing.assert_array_equal(got.y, direct.y)
     np.testing.assert_allclose(got.x, direct.x, atol=1e-6)
+    # train rows: the same images in a seeded random order, not class by class
+    train = ParquetDomains.read("night", "train", opts)
+    order = [int(np.flatnonzero((direct.x == x).all(axis=(1, 2, 3)))[0]) for x in train.x]
+    assert sorted(order) == list(range(12)) and order != list(range(12))
+    np.testing.assert_array_equal(train.y, direct.y[order])
     red = got.x[got.y == 1][:, 0].mean()
     blue = got.x[got.y == 1][:, 2].mean()
     assert red > blue  # decoded the right images under the right labels
@@ -68,7 +73,7 @@ def test_csv_and_jsonl_tables(tmp_path):
     for path in (csv, jsonl):
         out = tmp_path / f"pq-{path.suffix[1:]}"
         assert main(["data", "prepare", "table", "-o", f"path={path}", "--out", str(out)]) == 0
-        a = ParquetDomains.read("a", "train", ParquetDomains.Options(path=str(out)))
+        a = ParquetDomains.read("a", "test", ParquetDomains.Options(path=str(out)))
         assert a.x.shape == (10, 2) and a.y.tolist() == [i % 2 for i in range(10)]
         b = ParquetDomains.read("b", "test", ParquetDomains.Options(path=str(out)))
         assert b.x[:, 0].tolist() == [10, 11, 12, 13, 14, 15] and b.y[2] == -1
@@ -109,3 +114,42 @@ def test_first_decode_in_a_fresh_process_imports_torchvision_before_its_threads(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_image_folder_edge_cases(tmp_path, capsys):
+    """Hidden folders and files are not domains, classes or images; BMP and 16-bit PNG decode;
+    a truncated JPEG fails the read naming the file, or is left out with on_bad_image=skip."""
+    from PIL import Image
+
+    root = tmp_path / "tree"
+    make_tree(root, n=2)
+    (root / ".cache" / "x").mkdir(parents=True)
+    (root / "photo" / ".ipynb_checkpoints").mkdir()
+    (root / "photo" / "red" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 apple double")
+    Image.fromarray(np.full((20, 20, 3), (200, 10, 10), np.uint8)).save(root / "photo/red/b.bmp")
+    grey16 = np.full((20, 20), 65535, np.uint16)
+    Image.fromarray(grey16).save(root / "photo/blue/deep.png")
+    opts = ImageFolder.Options(root=str(root), image_size=16)
+    assert ImageFolder.domains(opts) == ["night", "photo"]
+    assert ImageFolder.class_names(opts) == ["blue", "red"]
+    photo = ImageFolder.read("photo", "test", opts)
+    assert len(photo.y) == 6 and float(photo.x.max()) <= 1.0
+    assert sum(np.allclose(x, 1.0) for x in photo.x[photo.y == 0]) == 1  # 16-bit white: 1.0
+    assert sum(np.allclose(x[0], 200 / 255) for x in photo.x[photo.y == 1]) == 1  # the BMP
+    bad = root / "night" / "red" / "cut.jpg"
+    bad.write_bytes((root / "night" / "red" / "0.jpg").read_bytes()[:200])
+    with pytest.raises(ValueError, match="on_bad_image=skip") as e:
+        ImageFolder.read("night", "test", opts)
+    assert str(bad) in str(e.value) and "1 of 5 files" in str(e.value)
+    out = tmp_path / "pq"
+    args = ["data", "prepare", "imagefolder", "-o", f"root={root}", "--out", str(out)]
+    assert main(args) == 2 and str(bad) in capsys.readouterr().err
+    assert main([*args, "-o", "on_bad_image=skip", "-o", "image_size=16"]) == 0
+    assert len(ParquetDomains.read("night", "train", ParquetDomains.Options(path=str(out))).y) == 4
+    assert (
+        main(
+            ["data", "prepare", "imagefolder", "-o", f"root={tmp_path / 'nope'}", "--out", str(out)]
+        )
+        == 2
+    )
+    assert "found no domains" in capsys.readouterr().err

@@ -4,6 +4,9 @@
   layout). ``shiftray data prepare imagefolder -o root=DIR --out OUT`` stores each image as its
   encoded bytes (``input`` is binary, decoded in the workers); training reads decode them with
   a thread pool and resize to ``image_size``. Every domain is used whole (transductive).
+  Hidden files and folders (``.cache``, ``._x.jpg``) are skipped. Every image is checked with
+  the training decoder when read: formats it does not read (BMP, TIFF, GIF) are re-encoded as
+  PNG; files nothing reads fail the read, named, unless ``on_bad_image: skip``.
 - ``table``: one CSV or JSONL file with numeric feature columns, a ``label`` column (empty for
   unlabelled rows) and a ``domain`` column (optionally a ``split`` column).
 """
@@ -11,7 +14,10 @@
 from __future__ import annotations
 
 import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays
-from shiftray.data.images import decode_images
+from shiftray.data.images import _torchvision, checked_bytes, decode_images
 from shiftray.registry import DATASETS
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 ENCODED_SCHEMA = pa.schema(
     [
@@ -38,6 +44,14 @@ class ImageFolderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: str = Field(..., description="root/<domain>/<class>/<image>")
     image_size: int = Field(224, ge=8, le=1024)
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="files no decoder reads: fail naming them, or leave them out"
+    )
+    threads: int = Field(8, ge=1, description="threads reading and checking images")
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 @DATASETS.register("imagefolder")
@@ -59,14 +73,12 @@ class ImageFolder(Benchmark):
     @classmethod
     def domains(cls, opts):
         root = Path(opts.root).expanduser()
-        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else None
+        return [p.name for p in _visible_dirs(root)] if root.is_dir() else None
 
     @classmethod
     def class_names(cls, opts):
         root = cls._root(opts)
-        return sorted(
-            {c.name for d in root.iterdir() if d.is_dir() for c in d.iterdir() if c.is_dir()}
-        )
+        return sorted({c.name for d in _visible_dirs(root) for c in _visible_dirs(d)})
 
     @classmethod
     def files(cls, domain: str, opts) -> tuple[list[Path], np.ndarray]:
@@ -75,7 +87,11 @@ class ImageFolder(Benchmark):
         for k, c in enumerate(classes):
             folder = cls._root(opts) / domain / c
             if folder.is_dir():
-                found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+                found = sorted(
+                    p
+                    for p in folder.iterdir()
+                    if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+                )
                 paths += found
                 labels += [k] * len(found)
         if not paths:
@@ -85,22 +101,42 @@ class ImageFolder(Benchmark):
         return paths, np.array(labels, dtype=np.int64)
 
     @classmethod
-    def read(cls, domain, split, opts):
+    def blobs(cls, domain: str, opts) -> tuple[list[bytes], np.ndarray]:
+        """Each image's bytes, checked by the training decoder (re-encoded as PNG when only PIL
+        reads it); unreadable files fail here, named, not in the middle of a training run."""
         paths, labels = cls.files(domain, opts)
-        x = decode_images([p.read_bytes() for p in paths], opts.image_size)
-        return DomainArrays(x, labels, domain, split)
+        _torchvision()  # before the pool's threads (see shiftray.data.images._torchvision)
+        with ThreadPoolExecutor(opts.threads) as pool:
+            blobs = list(pool.map(lambda p: checked_bytes(p.read_bytes()), paths))
+        bad = [p for p, b in zip(paths, blobs, strict=True) if b is None]
+        if bad:
+            names = "\n  ".join(str(p) for p in bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
+            if opts.on_bad_image == "error":
+                raise ValueError(
+                    f"{len(bad)} of {len(paths)} files under {cls._root(opts) / domain} are not "
+                    f"images any decoder reads (truncated or not an image):\n  {names}\n"
+                    "remove them, or leave them out with -o on_bad_image=skip"
+                )
+            print(f"skipping {len(bad)} unreadable files:\n  {names}", file=sys.stderr)
+        keep = [i for i, b in enumerate(blobs) if b is not None]
+        return [blobs[i] for i in keep], labels[keep]
+
+    @classmethod
+    def read(cls, domain, split, opts):
+        blobs, labels = cls.blobs(domain, opts)
+        return DomainArrays(decode_images(blobs, opts.image_size), labels, domain, split)
 
     @classmethod
     def encoded_table(cls, domain: str, split: str, opts) -> pa.Table:
         """The domain as encoded bytes (what `data prepare` writes)."""
-        paths, labels = cls.files(domain, opts)
+        blobs, labels = cls.blobs(domain, opts)
         meta = {
             b"shiftray.input_shape": json.dumps([3, opts.image_size, opts.image_size]).encode(),
             b"shiftray.classes": json.dumps(cls.class_names(opts)).encode(),
             b"shiftray.input_encoding": b"image",
         }
-        n = len(paths)
-        cols = [pa.array([p.read_bytes() for p in paths], pa.binary()), pa.array(labels, pa.int64()),
+        n = len(blobs)
+        cols = [pa.array(blobs, pa.binary()), pa.array(labels, pa.int64()),
                 pa.array([domain] * n), pa.array([split] * n)]  # fmt: skip
         return pa.Table.from_arrays(cols, schema=ENCODED_SCHEMA.with_metadata(meta))
 

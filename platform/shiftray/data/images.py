@@ -43,7 +43,35 @@ def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
 def _decode_cpu(blob: bytes, size: int) -> torch.Tensor:
     io, _ = _torchvision()
     raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    return _fit(io.decode_image(raw, mode=io.ImageReadMode.RGB), size)
+    img = io.decode_image(raw, mode=io.ImageReadMode.RGB)
+    if img.dtype != torch.uint8:  # 16-bit PNG: scale to 0..255 like every other image
+        img = (img.float() * (255.0 / torch.iinfo(img.dtype).max)).round().to(torch.uint8)
+    return _fit(img, size)
+
+
+def checked_bytes(blob: bytes) -> bytes | None:
+    """``blob`` if the training decoder reads it; else the image re-encoded as PNG when PIL
+    reads it (BMP, TIFF, GIF, CMYK JPEG, ...); None when nothing does (truncated, not an image).
+    Call `_torchvision` in the calling thread before running this from a pool."""
+    io, _ = _torchvision()
+    try:
+        io.decode_image(
+            torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=io.ImageReadMode.RGB
+        )
+        return blob
+    except (RuntimeError, ValueError):
+        pass
+    import io as pyio
+
+    from PIL import Image
+
+    try:
+        with Image.open(pyio.BytesIO(blob)) as im:
+            out = pyio.BytesIO()
+            im.convert("RGB").save(out, format="PNG")
+            return out.getvalue()
+    except Exception:  # PIL raises many types for broken files
+        return None
 
 
 def decode_batch(
