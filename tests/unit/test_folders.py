@@ -153,3 +153,55 @@ def test_image_folder_edge_cases(tmp_path, capsys):
         == 2
     )
     assert "found no domains" in capsys.readouterr().err
+
+
+def test_table_labels_names_unlabelled_rows_and_a_target_without_labels(tmp_path):
+    """Class-name labels, -1 / empty for unlabelled rows, string integers compared as numbers,
+    errors naming the file; a target with no labels at all trains and reports label-free
+    scores instead of an accuracy."""
+    from shiftray.data.folders import TableFile
+
+    rng = np.random.default_rng(0)
+    lines = ["x1,x2,label,domain"]
+    for i in range(120):
+        cls = i % 2
+        dom = "lab" if i < 60 else "field"
+        label = ("cat", "dog")[cls] if dom == "lab" else ""  # the field domain: no labels
+        if dom == "lab" and i % 10 == 0:
+            label = "-1"
+        lines.append(f"{rng.normal(2 * cls, 0.3):.3f},{rng.normal(0, 1):.3f},{label},{dom}")
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + "\n")
+    opts = TableFile.Options(path=str(path))
+    assert TableFile.class_names(opts) == ["cat", "dog"]
+    lab = TableFile.read("lab", "train", opts)
+    assert (lab.y == -1).sum() == 6 and set(lab.y.tolist()) == {-1, 0, 1}
+    assert TableFile.read("field", "test", opts).y is None
+    spec = spec_from_dict(
+        synthetic_spec(
+            name="table", data={"benchmark": "table", "source": "lab", "target": "field", "options": {"path": str(path)}},
+            model={"backbone": "mlp", "backbone_kwargs": {"hidden": [8]}, "bottleneck_dim": 0},
+            train__steps=10, train__eval_every=10, train__checkpoint_every=10,
+        )
+    )  # fmt: skip
+    data = load_job_data(spec)
+    assert len(data.source) == 54 and data.target_test.y is None  # -1 rows dropped from source
+    result = train_loop_per_worker(
+        {"spec": spec.model_dump(mode="json"), "run_dir": str(tmp_path / "run"), "data": data}
+    )
+    assert "target_acc" not in result and 0 <= result["target_entropy"] <= np.log(2) + 1e-6
+
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text(
+        "".join(
+            json.dumps({"x": i, "label": str(v), "domain": "a"}) + "\n"
+            for i, v in enumerate([3, 10, 2])
+        )
+    )
+    assert TableFile.class_names(TableFile.Options(path=str(jsonl))) == [str(i) for i in range(11)]
+    with pytest.raises(ValueError, match=r"labels \[10\] are outside 0\.\.3"):
+        TableFile.class_names(TableFile.Options(path=str(jsonl), classes=list("abcd")))
+    with pytest.raises(ValueError, match=r"s\.jsonl: no column 'y'; its columns: x, label, domain"):
+        TableFile.class_names(TableFile.Options(path=str(jsonl), label="y"))
+    with pytest.raises(ValueError, match=r"labels \['dog'\] are not in classes \['cat'\]"):
+        TableFile.class_names(TableFile.Options(path=str(path), classes=["cat"]))

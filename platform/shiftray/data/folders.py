@@ -7,8 +7,9 @@
   Hidden files and folders (``.cache``, ``._x.jpg``) are skipped. Every image is checked with
   the training decoder when read: formats it does not read (BMP, TIFF, GIF) are re-encoded as
   PNG; files nothing reads fail the read, named, unless ``on_bad_image: skip``.
-- ``table``: one CSV or JSONL file with numeric feature columns, a ``label`` column (empty for
-  unlabelled rows) and a ``domain`` column (optionally a ``split`` column).
+- ``table``: one CSV or JSONL file with numeric feature columns, a ``label`` column (integers
+  0..K-1 or class names; empty or -1 for unlabelled rows) and a ``domain`` column (optionally a
+  ``split`` column).
 """
 
 from __future__ import annotations
@@ -164,6 +165,37 @@ def _read_file(path: str) -> pa.Table:
     return pc.read_csv(p)
 
 
+def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, int]]:
+    """Class names and label value -> index. Labels are integers 0..K-1 (also as strings,
+    ``"3"``) or class names; ``classes`` fixes the names (and their order) for either. Empty
+    and -1 mean unlabelled (the scikit-learn convention)."""
+    for col in (opts.label, opts.domain, opts.split):
+        if col is not None and col not in t.column_names:
+            raise ValueError(
+                f"{opts.path}: no column {col!r}; its columns: {', '.join(t.column_names)}"
+            )
+    unlabelled = {"": -1, "-1": -1, "-1.0": -1}
+    values = {str(v) for v in t.column(opts.label).to_pylist() if v is not None} - set(unlabelled)
+    if not values:
+        raise ValueError(f"{opts.path}: column {opts.label!r} has no labelled row")
+    numeric = all(v.lstrip("-").isdigit() or v.replace(".0", "").isdigit() for v in values)
+    if numeric:
+        ints = {v: int(float(v)) for v in values}
+        k = len(opts.classes) if opts.classes else max(ints.values()) + 1
+        wrong = sorted({i for i in ints.values() if not 0 <= i < k})
+        if wrong:
+            raise ValueError(
+                f"{opts.path}: labels {wrong[:10]} are outside 0..{k - 1}"
+                + (f" (classes: {len(opts.classes)} names)" if opts.classes else "")
+            )
+        return opts.classes or [str(i) for i in range(k)], ints | unlabelled
+    names = opts.classes or sorted(values)
+    unknown = sorted(values - set(names))
+    if unknown:
+        raise ValueError(f"{opts.path}: labels {unknown[:10]} are not in classes {names}")
+    return names, {n: i for i, n in enumerate(names)} | unlabelled
+
+
 @DATASETS.register("table")
 class TableFile(Benchmark):
     """A CSV / JSONL file: numeric features, label and domain columns."""
@@ -179,14 +211,12 @@ class TableFile(Benchmark):
 
     @classmethod
     def class_names(cls, opts):
-        if opts.classes:
-            return opts.classes
-        labels = [v for v in _read_file(opts.path).column(opts.label).to_pylist() if v is not None]
-        return [str(i) for i in range(int(max(labels)) + 1)]
+        return _label_map(_read_file(opts.path), opts)[0]
 
     @classmethod
     def read(cls, domain, split, opts):
         t = _read_file(opts.path)
+        names, index = _label_map(t, opts)
         mask = np.array([str(v) == domain for v in t.column(opts.domain).to_pylist()])
         if opts.split is not None:
             mask &= np.array([str(v) == split for v in t.column(opts.split).to_pylist()])
@@ -201,9 +231,6 @@ class TableFile(Benchmark):
             [t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in cols], axis=1
         )[mask]
         raw = [t.column(opts.label)[int(i)].as_py() for i in np.flatnonzero(mask)]
-        y = (
-            None
-            if all(v is None for v in raw)
-            else np.array([-1 if v is None else int(v) for v in raw], np.int64)
-        )
+        ids = [-1 if v is None else index[str(v)] for v in raw]
+        y = None if all(i == -1 for i in ids) else np.array(ids, np.int64)
         return DomainArrays(x, y, domain, split)

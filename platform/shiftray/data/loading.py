@@ -21,15 +21,31 @@ def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
             cache[(domain, split)] = bench.read(domain, split, opts)
         return cache[(domain, split)]
 
-    source = read(spec.source, "train") if with_source else None
+    source = labelled(read(spec.source, "train")) if with_source else None
+    if source is not None and len(source) == 0:
+        raise ValueError(
+            f"data.source={spec.source!r} has no labelled training rows: the source domain "
+            "is the labelled one (unlabelled rows: empty or -1 labels)"
+        )
     target = read(spec.target, "train").without_labels()
-    test = read(spec.target, "test")
+    test = labelled(read(spec.target, "test"))  # unlabelled: no target metrics, label-free ones
     extra = {}
     if source is not None and spec.source_val_fraction > 0:
         source, extra["source_val"] = split_holdout(source, spec.source_val_fraction)
     return DomainData(
         source, target, test, bench.class_names(opts), tuple(target.x.shape[1:]), extra
     )
+
+
+def labelled(arrays: DomainArrays) -> DomainArrays:
+    """Only the rows with a label (user tables mark unlabelled rows -1); no labels at all: the
+    arrays with ``y=None``."""
+    if arrays.y is None or (arrays.y >= 0).all():
+        return arrays
+    keep = arrays.y >= 0
+    if not keep.any():
+        return arrays.without_labels()
+    return DomainArrays(arrays.x[keep], arrays.y[keep], arrays.domain, arrays.split)
 
 
 def split_holdout(

@@ -32,6 +32,7 @@ import torch
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
 from shiftray.data.images import decode_batch
+from shiftray.data.loading import labelled
 from shiftray.data.pairing import Augment, DABatch, augmented_batch
 from shiftray.data.sources import ParquetDomains, shard_paths
 from shiftray.registry import METHODS, load_all
@@ -79,7 +80,7 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
         encoded=meta.get(b"shiftray.input_encoding") == b"image",
     )
     opts = ParquetDomains.Options.model_validate(spec.data.options)
-    test = ParquetDomains.read(spec.data.target, "test", opts)
+    test = labelled(ParquetDomains.read(spec.data.target, "test", opts))
     empty = DomainArrays(np.zeros((0, *shape), np.float32), None, spec.data.target, "train")
     data = DomainData(None, empty, test, classes, shape, {"stream": info})
     return data, paths

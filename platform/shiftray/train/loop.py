@@ -331,14 +331,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 def evaluate_all(
     model, data: DomainData, batch_size: int, ctx: WorkerContext, label_free: bool
 ) -> dict[str, float]:
-    """Target test accuracy (labels used for reporting only), source validation accuracy when
-    held out, and (``label_free``) label-free scores on the unlabelled target set."""
+    """Target test accuracy (labels used for reporting only; skipped when the target has none),
+    source validation accuracy when held out, and (``label_free``, or no target labels)
+    label-free scores on the unlabelled target set."""
     args = (batch_size, ctx.device, ctx.rank, ctx.world)
-    res = evaluate(model, data.target_test, *args)
-    out = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
+    out = {}
+    if data.target_test.y is not None:
+        res = evaluate(model, data.target_test, *args)
+        out = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
     if "source_val" in data.extra:
         out["source_val_acc"] = evaluate(model, data.extra["source_val"], *args).accuracy
-    if label_free:  # streamed training splits are not in memory: score the test inputs
+    if label_free or data.target_test.y is None:  # no target labels: the label-free scores
         unlabelled = data.target if len(data.target) else data.target_test.without_labels()
         out |= unsupervised_scores(model, unlabelled, *args)
     return out
