@@ -134,7 +134,7 @@ def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_
 
     fit(spec("node1", 30))
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ckpts", Prefix="runs/remote/")["Contents"]}
-    for step in (15, 30):
+    for step in (15, 30):  # train.keep_checkpoints: 2 in the bucket too
         for name in ("model.safetensors", "method.safetensors", "optimizer.pt", "state.json"):
             assert f"runs/remote/checkpoint_{step:08d}/{name}" in keys
     state = s3.get_object(Bucket="ckpts", Key="runs/remote/checkpoint_00000030/state.json")
@@ -144,3 +144,7 @@ def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_
     assert not (tmp_path / "node2" / "remote" / "checkpoint_00000015").exists()  # fetched 30 only
     final = json.loads((second.run_dir / "result.json").read_text())
     assert final["resumed_from"] == 30 and final["step"] == 45
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ckpts", Prefix="runs/remote/")["Contents"]}
+    assert {k.split("/")[2] for k in keys if k.startswith("runs/remote/checkpoint_0")} == {
+        "checkpoint_00000030", "checkpoint_00000045"
+    }  # fmt: skip

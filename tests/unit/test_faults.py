@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from conftest import synthetic_spec
 from shiftray.config.load import spec_from_dict
 from shiftray.data.loading import load_job_data
@@ -76,3 +77,77 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
     assert resumed["resumed_from"] == 20
     assert resumed["target_loss"] == pytest.approx(full["target_loss"], abs=1e-6)
     assert not list((tmp_path / "part").glob(".tmp-*"))  # cleaned on the next checkpoint
+
+
+def _ranks_agree(per_rank):
+    """Run `agree_on_resume` on one thread per simulated rank, `reduce_min` an all-reduce."""
+    import threading
+
+    from shiftray.train.checkpoint import agree_on_resume
+
+    n = len(per_rank)
+    barrier, box, out = threading.Barrier(n), [], [None] * n
+
+    def reduce_min(v):
+        barrier.wait()
+        box.append(v)
+        barrier.wait()
+        m = min(box)
+        barrier.wait()
+        box.clear() if threading.current_thread().name == "r0" else None
+        barrier.wait()
+        return m
+
+    def rank(i, local, reported):
+        out[i] = agree_on_resume(local, reported, reduce_min)
+
+    threads = [
+        threading.Thread(target=rank, args=(i, *a), name=f"r{i}") for i, a in enumerate(per_rank)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return out
+
+
+@pytest.mark.parametrize(
+    "per_rank, step",
+    [
+        ([([10, 20], None), ([10, 20], None)], 20),  # one node: its newest checkpoint
+        ([([], None), ([], None)], None),  # nothing anywhere: start fresh
+        ([([10, 20, 40], 30), ([10], 30)], 30),  # node B holds a stale copy: the registered one
+        ([([30, 40], 30), ([30, 40], 30)], 40),  # written, not yet registered, on every node
+        ([([20, 40], 30), ([40], 30), ([40, 50], 30)], 40),  # the newest every rank holds
+        ([([20, 50], 30), ([40], 30)], 30),  # min 40 is not on node A: everyone takes 30
+        ([([20, 50], None), ([40], None)], None),  # and with nothing registered, fresh
+    ],
+)
+def test_ranks_on_different_nodes_resume_from_the_same_checkpoint(per_rank, step):
+    assert _ranks_agree(per_rank) == [step] * len(per_rank)
+
+
+def test_saving_a_step_again_replaces_it_by_renames(tmp_path):
+    """A checkpoint saved again (a resumed run redoing a step) is never half deleted: the old one
+    is renamed aside before the new one is renamed in, then removed."""
+    import os
+    from types import SimpleNamespace
+
+    from shiftray.train import checkpoint as ck
+    from shiftray.train.checkpoint import TrainState, read_state, save_checkpoint
+
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2), method=torch.nn.Linear(1, 1))
+    save_checkpoint(tmp_path, module, None, TrainState(10, 20, 0, {"v": 1}), "", {})
+    seen = []
+    real_rename = os.rename
+
+    def rename(a, b):  # what the directory holds at each rename
+        seen.append(sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".tmp")))
+        real_rename(a, b)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ck.os, "rename", rename)
+        save_checkpoint(tmp_path, module, None, TrainState(10, 20, 0, {"v": 2}), "", {})
+    assert seen[0] == ["checkpoint_00000010"] and seen[1][0].startswith(".old-checkpoint_00000010")
+    assert read_state(tmp_path / "checkpoint_00000010").metrics == {"v": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_00000010"]

@@ -218,3 +218,17 @@ def test_label_free_scores_by_hand():
         True,
     ]
     assert stop.best == 0.5 and stop.best_step == 1
+
+
+def test_resuming_with_another_spec_warns_with_the_changes(tmp_path, capsys):
+    run(tmp_path, "grow", train__steps=20)
+    capsys.readouterr()
+    _, result = run(tmp_path, "grow", train__steps=40, optim__lr=0.1, train__eval_every=40)
+    assert result["resumed_from"] == 20
+    err = capsys.readouterr().err
+    assert "trained with another spec" in err
+    assert "train.steps: 20 -> 40" in err and "optim.lr: 0.05 -> 0.1" in err
+    assert "eval_every" not in err  # bookkeeping fields change nothing the run computes
+    run(tmp_path, "same", train__steps=20)
+    run(tmp_path, "same", train__steps=20, tracking={"wandb": "disabled", "project": "x"})
+    assert "another spec" not in capsys.readouterr().err

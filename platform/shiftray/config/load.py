@@ -95,3 +95,29 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
 
 def dump_spec(spec: JobSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+# fields that do not change what a run computes: where it writes, how often it reports
+_BOOKKEEPING = ("tracking.", "train.eval_every", "train.log_every", "train.checkpoint_every",
+                "train.keep_checkpoints", "resources.max_failures", "resources.cpus_per_worker")  # fmt: skip
+
+
+def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``field: old -> new`` for every field that differs between two specs (as dicts), except
+    bookkeeping ones; a resumed run warns with these when its checkpoint was trained otherwise."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                out |= flat(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old), flat(new)
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k) and not k.startswith(_BOOKKEEPING)
+    ]

@@ -86,10 +86,14 @@ def save_checkpoint(
     _fsync_dir(tmp)
     if before_commit is not None:  # fault-injection point for tests: a kill here loses nothing
         before_commit()
-    if final.exists():  # the same step saved again (a resumed run): replace it whole
-        shutil.rmtree(final)
+    old = None
+    if final.exists():  # the same step saved again (a resumed run): replace it whole, by
+        old = run_dir / f".old-{final.name}-{uuid.uuid4().hex[:8]}"  # renames: never half of one
+        os.rename(final, old)
     os.rename(tmp, final)
     _fsync_dir(run_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -109,8 +113,35 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for p in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
-    for p in Path(run_dir).glob(".tmp-checkpoint_*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for pattern in (".tmp-checkpoint_*", ".old-checkpoint_*"):
+        for p in Path(run_dir).glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    m = CKPT_RE.match(Path(str(path).rstrip("/")).name)
+    return int(m.group(1)) if m else None
+
+
+def agree_on_resume(
+    local_steps: list[int], reported_step: int | None, reduce_min: Callable[[int], int]
+) -> int | None:
+    """The step every rank resumes from (None: start fresh), decided together.
+
+    A rank can load the complete checkpoints on its own node (``local_steps``) and the one Ray
+    Train last registered (``reported_step``, the same on every rank; fetched from storage when
+    it is not local). Nodes can hold different local ones: a copy fetched at an earlier restart,
+    one written but not yet registered. Each rank offers the newest it can load and all take
+    the minimum (``reduce_min``, an all-reduce); if a rank cannot load that one (another node
+    wrote it), all fall back to the registered checkpoint, which every rank can fetch.
+    """
+    reported = -1 if reported_step is None else reported_step
+    step = reduce_min(max([reported, *local_steps]))
+    if step < 0:
+        return None
+    if reduce_min(int(step in local_steps or step == reported)) == 1:
+        return step
+    return None if reported < 0 else reported
 
 
 def read_state(ckpt: Path) -> TrainState:

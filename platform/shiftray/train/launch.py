@@ -104,7 +104,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     res = spec.resources
@@ -133,6 +133,10 @@ def fit(
         run_config=RunConfig(
             name=spec.name,
             storage_path=spec.tracking.storage_path or str(run_dir.parent),
+            # in storage, keep as many as the run directory does (locally the loop prunes)
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=spec.train.keep_checkpoints if spec.tracking.storage_path else None
+            ),
             failure_config=FailureConfig(
                 max_failures=spec.resources.max_failures if max_failures is None else max_failures
             ),

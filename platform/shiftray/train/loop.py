@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -22,8 +23,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import yaml
 
-from shiftray.config.load import dump_spec
+from shiftray.config.load import dump_spec, spec_changes
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainData
 from shiftray.data.pairing import Pairing
@@ -39,7 +41,10 @@ from shiftray.registry import METHODS
 from shiftray.tracking import Tracker
 from shiftray.train.checkpoint import (
     TrainState,
-    latest_checkpoint,
+    agree_on_resume,
+    checkpoint_name,
+    checkpoint_step,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
@@ -105,24 +110,35 @@ def _report(ctx: WorkerContext, metrics: dict[str, Any], ckpt: Path | None, uplo
 
 
 def _resume_point(ctx: WorkerContext, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, the same step on every rank (`agree_on_resume`)."""
+    reported = None
     if ctx.in_ray:
         import ray.train
 
         reported = ray.train.get_checkpoint()
-        newest = latest_checkpoint(run_dir)  # may be newer than the last registered one
-        if reported is not None and newest is not None:
-            return newest
-        if reported is not None:  # not on this machine: fetch it from the storage URI
-            local = run_dir / Path(reported.path).name
-            if not local.is_dir():
-                tmp = run_dir / f".{local.name}.rank{ctx.rank}.download"
-                reported.to_directory(str(tmp))
-                try:
-                    os.replace(tmp, local)  # complete, or not there at all
-                except OSError:  # another rank on this node got it there first
-                    shutil.rmtree(tmp, ignore_errors=True)
-            return local
-    return latest_checkpoint(run_dir)
+    local = {checkpoint_step(p): p for p in list_checkpoints(run_dir)}
+    reported_step = checkpoint_step(reported.path) if reported is not None else None
+    step = agree_on_resume(list(local), reported_step, partial(_all_min, ctx))
+    if step is None:
+        return None
+    if step in local:
+        return local[step]
+    path = run_dir / checkpoint_name(step)  # not on this node: fetch it from storage
+    tmp = run_dir / f".{path.name}.rank{ctx.rank}.download"
+    reported.to_directory(str(tmp))
+    try:
+        os.replace(tmp, path)  # complete, or not there at all
+    except OSError:  # another rank on this node got it there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _all_min(ctx: WorkerContext, value: int) -> int:
+    if ctx.world == 1 or not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=ctx.device)  # NCCL: device tensors
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def _fault_hook(config: dict[str, Any], rank: int, where: str):
@@ -201,6 +217,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if resume is not None:
         state = load_checkpoint(resume, module, optimizer)
         start, last_eval = state.step, state.metrics
+        trained_with = yaml.safe_load((resume / "spec.yaml").read_text())
+        changed = spec_changes(trained_with, spec.model_dump(mode="json"))
+        if changed and ctx.rank == 0:
+            print(
+                f"warning: {resume} was trained with another spec; resuming with this one, so "
+                "the run will not equal an uninterrupted run of either:\n  " + "\n  ".join(changed),
+                file=sys.stderr,
+            )
         if stopper is not None and "early_stopping" in state.extra:
             stopper.load(state.extra["early_stopping"])
     step_cfg = StepConfig.from_spec(spec, ctx.device, image_model=len(data.input_shape) == 3)

@@ -2,7 +2,11 @@
 
 ``grad_accum`` > 1 splits the batch into micro-batches whose gradients add up before the
 step (under DDP only the last one all-reduces). Each micro-batch's loss is divided by the
-count, so the update equals one step on the whole batch for per-example-mean losses.
+count, so the update equals one step on the whole batch for per-example-mean losses in a model
+without BatchNorm. Batch statistics are per micro-batch, as in any accumulation: BatchNorm
+(the default bottleneck and discriminator) normalises each micro-batch by its own statistics and
+updates its running ones once per micro-batch, and batch-level losses (MCC, the diversity term
+of SHOT/IM) see micro-batches. Accumulation trades that for memory; prefer more workers.
 """
 
 from __future__ import annotations
