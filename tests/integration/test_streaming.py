@@ -169,4 +169,11 @@ def test_encoded_images_are_decoded_in_the_worker(ray_session, tmp_path):
     assert b.x_s.shape == (8, 3, 16, 16)
     np.testing.assert_allclose(b.x_s.numpy(), memory.x[:8], atol=1e-6)
     np.testing.assert_array_equal(b.y_s.numpy(), memory.y[:8])
+    from shiftray.data.images import EncodedImages
+    from shiftray.data.streaming import load_stream_data
+
+    test = load_stream_data(spec)[0].target_test
+    assert isinstance(test.x, EncodedImages)  # evaluation decodes a batch at a time
+    eager = ParquetDomains.read("night", "test", ParquetDomains.Options(path=str(out)))
+    np.testing.assert_allclose(test.x[np.arange(16)], eager.x, atol=1e-6)
     assert fit_local(spec).metrics["eval_count"] == 16

@@ -33,6 +33,10 @@ def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
     assert got.x.shape == (12, 3, 16, 16) and got.x.dtype == np.float32
     np.testing.assert_array_equal(got.y, direct.y)
     np.testing.assert_allclose(got.x, direct.x, atol=1e-6)
+    lazy = ParquetDomains.read("night", "test", opts, lazy_images=True)
+    assert lazy.x.shape == (12, 3, 16, 16) and len(lazy) == 12  # kept encoded
+    np.testing.assert_allclose(lazy.x[np.array([3, 0, 7])], direct.x[[3, 0, 7]], atol=1e-6)
+    np.testing.assert_allclose(lazy.x.take(lazy.y == 1)[np.arange(6)], direct.x[direct.y == 1])
     # train rows: the same images in a seeded random order, not class by class
     train = ParquetDomains.read("night", "train", opts)
     order = [int(np.flatnonzero((direct.x == x).all(axis=(1, 2, 3)))[0]) for x in train.x]

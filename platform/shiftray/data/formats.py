@@ -30,9 +30,10 @@ SCHEMA = pa.schema(
 
 @dataclass
 class DomainArrays:
-    """One domain split in memory: inputs ``x`` (N, *shape) float32, labels ``y`` (N,) or None."""
+    """One domain split in memory: inputs ``x`` (N, *shape) float32, labels ``y`` (N,) or None.
+    ``x`` can also be `EncodedImages` (a streamed job's test split): indexing it decodes."""
 
-    x: np.ndarray
+    x: np.ndarray  # or shiftray.data.images.EncodedImages
     y: np.ndarray | None
     domain: str = ""
     split: str = ""

@@ -6,6 +6,7 @@ import numpy as np
 
 from shiftray.config.schema import DataSpec, JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
+from shiftray.data.images import EncodedImages
 from shiftray.registry import DATASETS, METHODS, load_all
 
 
@@ -45,7 +46,8 @@ def labelled(arrays: DomainArrays) -> DomainArrays:
     keep = arrays.y >= 0
     if not keep.any():
         return arrays.without_labels()
-    return DomainArrays(arrays.x[keep], arrays.y[keep], arrays.domain, arrays.split)
+    x = arrays.x.take(keep) if isinstance(arrays.x, EncodedImages) else arrays.x[keep]
+    return DomainArrays(x, arrays.y[keep], arrays.domain, arrays.split)
 
 
 def split_holdout(

@@ -50,13 +50,16 @@ def shard_paths(root: str | Path, domain: str, split: str) -> list[Path]:
     )
 
 
-def decode_table(table: pa.Table) -> DomainArrays:
+def decode_table(table: pa.Table, lazy_images: bool = False) -> DomainArrays:
+    """Table -> arrays; encoded images decoded now, or (``lazy_images``) kept encoded as
+    `EncodedImages`, decoded a batch at a time when indexed."""
     meta = table.schema.metadata or {}
     if meta.get(b"shiftray.input_encoding") == b"image":
-        from shiftray.data.images import decode_images
+        from shiftray.data.images import EncodedImages, decode_images
 
         shape = json.loads(meta[b"shiftray.input_shape"])
-        x = decode_images(table.column("input").to_pylist(), shape[-1])
+        blobs = table.column("input").to_pylist()
+        x = EncodedImages(blobs, shape[-1]) if lazy_images else decode_images(blobs, shape[-1])
         labels = table.column("label")
         y = None if labels.null_count == len(table) else labels.to_numpy()
         domain = table.column("domain")[0].as_py() if len(table) else ""
@@ -98,8 +101,8 @@ class ParquetDomains(Benchmark):
         return pa.concat_tables(tables).replace_schema_metadata(tables[0].schema.metadata)
 
     @classmethod
-    def read(cls, domain, split, opts):
-        return decode_table(cls.load(domain, split, opts.model_dump()))
+    def read(cls, domain, split, opts, lazy_images: bool = False):
+        return decode_table(cls.load(domain, split, opts.model_dump()), lazy_images)
 
     @classmethod
     def class_names(cls, opts):

@@ -80,7 +80,8 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
         encoded=meta.get(b"shiftray.input_encoding") == b"image",
     )
     opts = ParquetDomains.Options.model_validate(spec.data.options)
-    test = labelled(ParquetDomains.read(spec.data.target, "test", opts))
+    # the test split stays encoded in memory; evaluation decodes a batch at a time
+    test = labelled(ParquetDomains.read(spec.data.target, "test", opts, lazy_images=True))
     empty = DomainArrays(np.zeros((0, *shape), np.float32), None, spec.data.target, "train")
     data = DomainData(None, empty, test, classes, shape, {"stream": info})
     return data, paths
