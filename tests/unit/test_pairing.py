@@ -28,3 +28,54 @@ def test_target_labels_never_reach_the_batch():
     batch = pairing.batch(3)
     assert set(vars(batch)) == {"x_s", "y_s", "x_t", "x_t_strong", "idx_t"}
     assert batch.x_t.shape == (8, 3) and float(batch.x_t.min()) == 1.0
+
+
+class _Shard:
+    """A stand-in for a Ray Data shard: float rows in order, recording which thread reads."""
+
+    def __init__(self, n, offset):
+        import pyarrow as pa
+
+        x = np.arange(offset, offset + n, dtype=np.float32)[:, None].repeat(2, 1)
+        self.table = pa.table({"input": pa.array(list(x), pa.list_(pa.float32())),
+                               "label": pa.array(np.arange(n) % 3)})  # fmt: skip
+        self.threads = []
+
+    def iter_batches(self, batch_size, batch_format, prefetch_batches):
+        import threading
+
+        for i in range(0, len(self.table), batch_size):
+            self.threads.append(threading.current_thread().name)
+            yield self.table.slice(i, batch_size)
+
+
+def test_streamed_steps_are_read_ahead_on_a_reader_thread_in_order():
+    import torch
+    from shiftray.data.streaming import StreamInfo, StreamPairing
+
+    def make(steps=None):
+        shards = {"source": _Shard(40, 0), "target": _Shard(24, 1000)}
+        info = StreamInfo(40, 24, (2,), encoded=False)
+        return shards, StreamPairing(shards, info, 4, 0, 0, 1, 0, 1, steps=steps)  # file order
+
+    shards, p = make(steps=9)
+    got = [p.batch(0)]
+    p._ahead[1].result()
+    assert len(shards["source"].threads) == 2  # step 1 read while step 0 trains
+    got += [p.batch(s) for s in range(1, 9)]
+    p.close()
+    assert len(shards["source"].threads) == len(shards["target"].threads) == 9  # not step 9
+    assert {t for s in shards.values() for t in s.threads} == {"shiftray-stream_0"}
+    # the same batches as one step at a time with nothing read ahead, after a jump too
+    for s in (0, 1, 2, 5, 6, 8, 3):
+        _, q = make(steps=s + 1)
+        want = q.batch(s)
+        q.close()
+        assert torch.equal(got[s].x_s, want.x_s) and torch.equal(got[s].x_t, want.x_t)
+        assert torch.equal(got[s].y_s, want.y_s)
+    assert torch.equal(got[6].x_t, got[0].x_t)  # 24 target rows: step 6 starts epoch 1
+    assert got[6].x_s[0, 0] == 24  # the 40 source rows go on
+    _, r = make()
+    jumped = [r.batch(s) for s in (4, 2, 3)]
+    r.close()
+    assert torch.equal(jumped[0].x_s, got[4].x_s) and torch.equal(jumped[2].x_t, got[3].x_t)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,15 +173,24 @@ class ShardStream:
 class StreamPairing:
     """`Pairing` for streamed data: source and target shards -> `DABatch` (target labels are
     dropped here, unread). ``decode_device`` is where encoded images are decoded (the worker's
-    GPU when it has one: batched nvjpeg)."""
+    GPU when it has one: batched nvjpeg).
+
+    Reading and decoding step ``s + 1`` runs on a background thread while step ``s`` trains
+    (the thread is the only one that touches the shard iterators, so their order is kept);
+    augmentation, which draws from torch's global RNG seeded per step, stays on the caller's
+    thread. ``steps`` (the run's total) stops it reading past the last step.
+    """
 
     def __init__(
         self, shards: dict[str, Any], info: StreamInfo, batch_size: int, seed: int, rank: int,
         world: int, shuffle_buffer: int, prefetch: int, decode_threads: int = 4,
         decode_device: torch.device | str = "cpu", weak: Augment | None = None,
-        strong: Augment | None = None, augment_source: bool = False,
+        strong: Augment | None = None, augment_source: bool = False, steps: int | None = None,
     ) -> None:  # fmt: skip
         args = (batch_size, seed, rank, world, shuffle_buffer, prefetch)
+        self.steps = steps
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="shiftray-stream")
+        self._ahead: tuple[int, Future] | None = None
         self.src = None
         if "source" in shards:
             self.src = ShardStream(shards["source"], "source", info.source_rows, *args)
@@ -190,6 +200,10 @@ class StreamPairing:
         self.weak, self.strong, self.augment_source = weak, strong, augment_source
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].exception()  # wait: the reader must be done with the iterators
+            self._ahead = None
+        self._reader.shutdown(wait=True)
         for stream in (self.src, self.tgt):
             if stream is not None:
                 stream.close()
@@ -204,11 +218,25 @@ class StreamPairing:
             flat.astype(np.float32, copy=False).reshape(len(table), *self.info.input_shape)
         )
 
-    def batch(self, step: int) -> DABatch:
+    def _read(self, step: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Step ``step``'s decoded inputs (on the reader thread)."""
         x_s = y_s = None
         if self.src is not None:
             t = self.src.batch(step)
             x_s = self._inputs(t)
             y_s = torch.from_numpy(t.column("label").to_numpy().astype(np.int64))
         raw_t = self._inputs(self.tgt.batch(step))  # the label column is not read
+        return x_s, y_s, raw_t
+
+    def batch(self, step: int) -> DABatch:
+        if self._ahead is not None and self._ahead[0] == step:
+            pending = self._ahead[1]
+        else:  # the first step, or a jump: let a stale read finish, then read this step
+            if self._ahead is not None:
+                self._ahead[1].exception()
+            pending = self._reader.submit(self._read, step)
+        x_s, y_s, raw_t = pending.result()
+        nxt = step + 1
+        more = self.steps is None or nxt < self.steps
+        self._ahead = (nxt, self._reader.submit(self._read, nxt)) if more else None
         return augmented_batch(x_s, y_s, raw_t, None, self.weak, self.strong, self.augment_source)
