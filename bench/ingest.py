@@ -9,7 +9,9 @@ it measures, in one process with one torch thread:
 
 1. ingest:   `StreamPairing.batch` alone (Ray Data read + window shuffle + decode), images/s;
 2. consume:  the training loop's steady-state rate on the same data held in memory, images/s;
-3. streamed: the training loop's steady-state rate when it streams (data.stream.enabled).
+3. streamed: the training loop's steady-state rate when it streams (data.stream.enabled), with
+   the default read-ahead (``data.stream.read_ahead``: steps read and decoded on a background
+   thread) and with none (``read_ahead: 0``: read on the training thread).
 
 The bar: ingest >= 1.2x consume (the stream never starves training).
 
@@ -121,8 +123,15 @@ def main() -> None:
         ingest = ingest_images_per_s(streamed, args.steps)
         consume = steady_images_per_s(fit_local(memory).run_dir)
         stream_train = steady_images_per_s(fit_local(streamed).run_dir)
+        sync = load_spec(ROOT / "jobs/digits/mnist-usps-dann.yaml",
+                         [*over, f"name={layout}-sync", "data.stream.enabled=true",
+                          "data.stream.read_ahead=0"])  # fmt: skip
+        sync_train = steady_images_per_s(fit_local(sync).run_dir)
         rows.append({"layout": layout, "ingest_img_s": round(ingest), "consume_img_s": round(consume),
                      "streamed_train_img_s": round(stream_train),
+                     "read_ahead": streamed.data.stream.read_ahead,
+                     "no_read_ahead_img_s": round(sync_train),
+                     "read_ahead_gain": round(stream_train / sync_train, 2),
                      "ingest_vs_consume": round(ingest / consume, 2),
                      "streamed_vs_memory": round(stream_train / consume, 2)})  # fmt: skip
         print(rows[-1], flush=True)

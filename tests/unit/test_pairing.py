@@ -53,29 +53,31 @@ def test_streamed_steps_are_read_ahead_on_a_reader_thread_in_order():
     import torch
     from shiftray.data.streaming import StreamInfo, StreamPairing
 
-    def make(steps=None):
+    def make(steps=None, depth=3):
         shards = {"source": _Shard(40, 0), "target": _Shard(24, 1000)}
         info = StreamInfo(40, 24, (2,), encoded=False)
-        return shards, StreamPairing(shards, info, 4, 0, 0, 1, 0, 1, steps=steps)  # file order
+        pairing = StreamPairing(shards, info, 4, 0, 0, 1, 0, 1, steps=steps, read_ahead=depth)
+        return shards, pairing  # shuffle_buffer 0: file order
 
     shards, p = make(steps=9)
     got = [p.batch(0)]
-    p._ahead[1].result()
-    assert len(shards["source"].threads) == 2  # step 1 read while step 0 trains
+    for pending in p._ahead.values():
+        pending.result()
+    assert len(shards["source"].threads) == 4  # steps 1-3 read while step 0 trains
     got += [p.batch(s) for s in range(1, 9)]
     p.close()
     assert len(shards["source"].threads) == len(shards["target"].threads) == 9  # not step 9
     assert {t for s in shards.values() for t in s.threads} == {"shiftray-stream_0"}
-    # the same batches as one step at a time with nothing read ahead, after a jump too
+    # the same batches as read on the caller's thread, one step at a time, after a jump too
     for s in (0, 1, 2, 5, 6, 8, 3):
-        _, q = make(steps=s + 1)
+        _, q = make(depth=0)
         want = q.batch(s)
         q.close()
         assert torch.equal(got[s].x_s, want.x_s) and torch.equal(got[s].x_t, want.x_t)
         assert torch.equal(got[s].y_s, want.y_s)
     assert torch.equal(got[6].x_t, got[0].x_t)  # 24 target rows: step 6 starts epoch 1
     assert got[6].x_s[0, 0] == 24  # the 40 source rows go on
-    _, r = make()
+    _, r = make(depth=1)
     jumped = [r.batch(s) for s in (4, 2, 3)]
     r.close()
     assert torch.equal(jumped[0].x_s, got[4].x_s) and torch.equal(jumped[2].x_t, got[3].x_t)

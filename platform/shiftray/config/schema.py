@@ -34,7 +34,12 @@ class StreamSpec(Strict):
     shuffle_buffer: int = Field(
         1024, ge=0, description="rows in each worker's local shuffle buffer (0: file order)"
     )
-    prefetch_batches: int = Field(2, ge=0, description="batches each worker reads ahead")
+    prefetch_batches: int = Field(
+        2, ge=0, description="Ray Data windows of raw rows each worker fetches ahead"
+    )
+    read_ahead: int = Field(
+        8, ge=0, description="steps each worker reads and decodes ahead on a background thread"
+    )
     decode_threads: int = Field(4, ge=1, description="CPU threads decoding images per worker")
 
 

@@ -175,10 +175,11 @@ class StreamPairing:
     dropped here, unread). ``decode_device`` is where encoded images are decoded (the worker's
     GPU when it has one: batched nvjpeg).
 
-    Reading and decoding step ``s + 1`` runs on a background thread while step ``s`` trains
-    (the thread is the only one that touches the shard iterators, so their order is kept);
-    augmentation, which draws from torch's global RNG seeded per step, stays on the caller's
-    thread. ``steps`` (the run's total) stops it reading past the last step.
+    Steps ``s + 1 .. s + read_ahead`` are read and decoded on a background thread while step
+    ``s`` trains (the thread is the only one that touches the shard iterators, so their order
+    is kept; a deeper queue also hides the second or so each new epoch's Ray Data execution
+    takes to start); augmentation, which draws from torch's global RNG seeded per step, stays
+    on the caller's thread. ``steps`` (the run's total) stops it reading past the last step.
     """
 
     def __init__(
@@ -186,11 +187,12 @@ class StreamPairing:
         world: int, shuffle_buffer: int, prefetch: int, decode_threads: int = 4,
         decode_device: torch.device | str = "cpu", weak: Augment | None = None,
         strong: Augment | None = None, augment_source: bool = False, steps: int | None = None,
+        read_ahead: int = 1,
     ) -> None:  # fmt: skip
         args = (batch_size, seed, rank, world, shuffle_buffer, prefetch)
-        self.steps = steps
+        self.steps, self.depth = steps, read_ahead
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="shiftray-stream")
-        self._ahead: tuple[int, Future] | None = None
+        self._ahead: dict[int, Future] = {}  # step -> its read, in submission order
         self.src = None
         if "source" in shards:
             self.src = ShardStream(shards["source"], "source", info.source_rows, *args)
@@ -199,10 +201,13 @@ class StreamPairing:
         self.device = torch.device(decode_device)
         self.weak, self.strong, self.augment_source = weak, strong, augment_source
 
+    def _drain(self) -> None:
+        for pending in self._ahead.values():
+            pending.exception()  # wait: the reader must be done with the iterators
+        self._ahead.clear()
+
     def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[1].exception()  # wait: the reader must be done with the iterators
-            self._ahead = None
+        self._drain()
         self._reader.shutdown(wait=True)
         for stream in (self.src, self.tgt):
             if stream is not None:
@@ -229,14 +234,19 @@ class StreamPairing:
         return x_s, y_s, raw_t
 
     def batch(self, step: int) -> DABatch:
-        if self._ahead is not None and self._ahead[0] == step:
-            pending = self._ahead[1]
-        else:  # the first step, or a jump: let a stale read finish, then read this step
-            if self._ahead is not None:
-                self._ahead[1].exception()
-            pending = self._reader.submit(self._read, step)
-        x_s, y_s, raw_t = pending.result()
-        nxt = step + 1
-        more = self.steps is None or nxt < self.steps
-        self._ahead = (nxt, self._reader.submit(self._read, nxt)) if more else None
+        if self.depth == 0:  # no reader thread: read on the caller's
+            x_s, y_s, raw_t = self._read(step)
+            return augmented_batch(
+                x_s, y_s, raw_t, None, self.weak, self.strong, self.augment_source
+            )
+        if step not in self._ahead:  # the first step, or a jump: let queued reads finish
+            self._drain()
+            self._ahead[step] = self._reader.submit(self._read, step)
+        for stale in [s for s in self._ahead if s < step]:  # a jump forward inside the queue
+            self._ahead.pop(stale)
+        x_s, y_s, raw_t = self._ahead.pop(step).result()
+        nxt = max(self._ahead, default=step) + 1
+        while len(self._ahead) < self.depth and (self.steps is None or nxt < self.steps):
+            self._ahead[nxt] = self._reader.submit(self._read, nxt)  # in order, one thread
+            nxt += 1
         return augmented_batch(x_s, y_s, raw_t, None, self.weak, self.strong, self.augment_source)

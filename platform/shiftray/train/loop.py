@@ -255,7 +255,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         pairing = StreamPairing(
             _shards(config, ctx), stream, local_batch, tr.seed, ctx.rank, ctx.world,
             st.shuffle_buffer, st.prefetch_batches, st.decode_threads, ctx.device, weak, strong,
-            aug.source, steps=total,
+            aug.source, steps=total, read_ahead=st.read_ahead,
         )  # fmt: skip
     tracker = Tracker(spec, run_dir, start, enabled=ctx.rank == 0)
     spec_yaml = dump_spec(spec)
