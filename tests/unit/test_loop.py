@@ -232,3 +232,35 @@ def test_resuming_with_another_spec_warns_with_the_changes(tmp_path, capsys):
     run(tmp_path, "same", train__steps=20)
     run(tmp_path, "same", train__steps=20, tracking={"wandb": "disabled", "project": "x"})
     assert "another spec" not in capsys.readouterr().err
+
+
+def test_evaluation_runs_under_the_training_autocast():
+    import torch
+    from shiftray.data.formats import DomainData
+    from shiftray.train.loop import WorkerContext, evaluate_all
+
+    seen = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            out = self.lin(x)
+            seen.append(out.dtype)
+            return out, x
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 3, 200)
+    data = DomainData(None, DomainArrays(x, None), DomainArrays(x, y), ["a", "b", "c"], (8,))
+    ctx, model = WorkerContext(0, 1, torch.device("cpu"), False), Model()
+    fp32 = evaluate_all(model, data, 64, ctx, label_free=True)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    bf16 = evaluate_all(model, data, 64, ctx, label_free=True, autocast_dtype=torch.bfloat16)
+    assert set(seen) == {torch.bfloat16}
+    assert bf16["eval_count"] == 200 and abs(bf16["target_acc"] - fp32["target_acc"]) <= 2.0
+    assert bf16["target_loss"] == pytest.approx(fp32["target_loss"], rel=0.02)
+    assert bf16["target_entropy"] == pytest.approx(fp32["target_entropy"], rel=0.02)

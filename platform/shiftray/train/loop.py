@@ -301,7 +301,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             label_free = tr.label_free_scores or (
                 stopper is not None and stopper.metric.startswith("target_")
             )
-            last_eval = evaluate_all(module.model, data, tr.eval_batch_size, ctx, label_free)
+            last_eval = evaluate_all(
+                module.model, data, tr.eval_batch_size, ctx, label_free, step_cfg.autocast_dtype
+            )
             record |= last_eval
             if stopper is not None and stopper.update(last_eval[stopper.metric], done):
                 stopped = is_ckpt = True  # the same decision on every rank (all-reduced metrics)
@@ -353,11 +355,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_all(
-    model, data: DomainData, batch_size: int, ctx: WorkerContext, label_free: bool
-) -> dict[str, float]:
+    model, data: DomainData, batch_size: int, ctx: WorkerContext, label_free: bool,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Target test accuracy (labels used for reporting only; skipped when the target has none),
     source validation accuracy when held out, and (``label_free``, or no target labels)
-    label-free scores on the unlabelled target set."""
+    label-free scores on the unlabelled target set. Under the training step's autocast dtype
+    (bf16 on GPUs by default); losses and probabilities are computed in fp32."""
+    if autocast_dtype is not None:
+        with torch.autocast(ctx.device.type, dtype=autocast_dtype):
+            return evaluate_all(model, data, batch_size, ctx, label_free)
     args = (batch_size, ctx.device, ctx.rank, ctx.world)
     out = {}
     if data.target_test.y is not None:
