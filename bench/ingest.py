@@ -81,7 +81,7 @@ def ingest_images_per_s(spec, steps: int) -> float:
     st = spec.data.stream
     pairing = StreamPairing(
         {k: v.iterator() for k, v in ds.items()}, data.extra["stream"], BATCH, 0, 0, 1,
-        st.shuffle_buffer, st.prefetch_batches, st.decode_threads,
+        st.shuffle_buffer, st.prefetch_batches, st.decode_threads, read_ahead=st.read_ahead,
     )  # fmt: skip
     for s in range(5):
         pairing.batch(s)

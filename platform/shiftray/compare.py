@@ -134,6 +134,12 @@ def compare(
         key = json.dumps(v.spec.data.model_dump(mode="json")) + str(uses_source)
         if key not in cache:
             data = load_job_data(v.spec)
+            if data.target_test.y is None:
+                raise ValueError(
+                    f"compare ranks strategies by target accuracy, and data.target="
+                    f"{v.spec.data.target!r} has no labels; compare on a labelled pair, or run "
+                    "the strategies with train.label_free_scores: true and read target_im"
+                )
             cache[key] = ray.put(data) if use_ray else data
         return cache[key]
 

@@ -15,8 +15,11 @@ def s3_endpoint():
     """A local S3 server (moto) speaking the real protocol over HTTP. Its endpoint and (fake)
     credentials reach Ray's workers the way a cluster's do: through the environment the nodes
     start with, so this fixture runs before Ray starts."""
-    from moto.server import ThreadedMotoServer
-
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:  # a dev install has it (pyproject's dev extra); the S3 test says so
+        yield None
+        return
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -117,6 +120,8 @@ def test_worker_killed_mid_run_restarts_from_last_checkpoint(ray_session, tmp_pa
 
 
 def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_path):
+    if s3_endpoint is None:
+        pytest.skip("moto is not installed: pip install -e '.[dev]'")
     import boto3
     from shiftray.train.launch import fit
 

@@ -68,6 +68,7 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("/mnt/shared/runs", None),
         ("abfss://runs@account.dfs.core.windows.net/shiftray", None),
         ("shared/runs", "relative path"),
+        ("~/runs", "'~' is not expanded"),
         ("ftp://host/runs", "scheme 'ftp' is not a pyarrow.fs filesystem; allowed: file, s3"),
         ("s3://AKIA:secret@bucket/runs", "credentials in the URI"),
         ("s3:///runs", "names no bucket"),

@@ -151,3 +151,23 @@ def test_saving_a_step_again_replaces_it_by_renames(tmp_path):
     assert seen[0] == ["checkpoint_00000010"] and seen[1][0].startswith(".old-checkpoint_00000010")
     assert read_state(tmp_path / "checkpoint_00000010").metrics == {"v": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_00000010"]
+
+
+def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):
+    from types import SimpleNamespace
+
+    from shiftray.train.checkpoint import (
+        TrainState,
+        latest_checkpoint,
+        prune_checkpoints,
+        read_state,
+        save_checkpoint,
+    )
+
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2), method=torch.nn.Linear(1, 1))
+    for step in (10, 20):
+        save_checkpoint(tmp_path, module, None, TrainState(step, 30, 0, {"v": step}), "", {})
+    (tmp_path / "checkpoint_00000020").rename(tmp_path / ".old-checkpoint_00000020-1a2b3c4d")
+    prune_checkpoints(tmp_path, 2)  # as after the next save: puts it back, never deletes it
+    assert read_state(latest_checkpoint(tmp_path)).metrics == {"v": 20}
+    assert not list(tmp_path.glob(".old-*"))

@@ -209,3 +209,67 @@ def test_table_labels_names_unlabelled_rows_and_a_target_without_labels(tmp_path
         TableFile.class_names(TableFile.Options(path=str(jsonl), label="y"))
     with pytest.raises(ValueError, match=r"labels \['dog'\] are not in classes \['cat'\]"):
         TableFile.class_names(TableFile.Options(path=str(path), classes=["cat"]))
+
+
+@pytest.mark.parametrize(
+    "labels, classes, names, ids",
+    [
+        ([" 1", "0", "2"], None, ["0", "1", "2"], [1, 0, 2]),  # spaces, as numbers
+        (["1.0", "-1.00", "0"], None, ["0", "1"], [1, -1, 0]),  # float-written integers
+        (["1.05", "10.05"], None, ["1.05", "10.05"], [0, 1]),  # not integers: names
+        (["1", "2"], ["1", "2", "3"], ["1", "2", "3"], [0, 1]),  # numbers that are the names
+        (["2", "0"], ["cat", "dog", "eel"], ["cat", "dog", "eel"], [2, 0]),  # indices, named
+    ],
+)
+def test_table_label_values(tmp_path, labels, classes, names, ids):
+    from shiftray.data.folders import TableFile
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        "".join(json.dumps({"x": 0.0, "label": v, "domain": "a"}) + "\n" for v in labels)
+    )
+    opts = TableFile.Options(path=str(path), classes=classes)
+    assert TableFile.class_names(opts) == names
+    assert TableFile.read("a", "train", opts).y.tolist() == ids
+
+
+def test_animated_gif_becomes_its_first_frame_and_one_encoded_row_decodes_alone():
+    import io
+
+    from PIL import Image
+    from shiftray.data.images import EncodedImages, checked_bytes, decode_images
+
+    frames = [Image.fromarray(np.full((20, 20, 3), v, np.uint8)) for v in (30, 220)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    fixed = checked_bytes(gif.getvalue())
+    assert fixed is not None and fixed[:4] == b"\x89PNG"  # re-encoded, one frame
+    x = decode_images([fixed], 16)
+    assert x.shape == (1, 3, 16, 16) and abs(float(x.mean()) * 255 - 30) < 2
+    assert EncodedImages([fixed, fixed], 16)[1].shape == (3, 16, 16)
+
+
+def test_a_streamed_source_must_be_labelled_on_every_row(tmp_path):
+    from shiftray.data.streaming import load_stream_data
+
+    lines = ["x,label,domain"] + [
+        f"{i},{'' if i == 3 else i % 2},{d}" for d in "ab" for i in range(40)
+    ]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pq"
+    assert main(["data", "prepare", "table", "-o", f"path={path}", "--out", str(out)]) == 0
+
+    def spec(source, target):
+        data = {"benchmark": "parquet", "source": source, "target": target,
+                "options": {"path": str(out)}, "stream": {"enabled": True}}  # fmt: skip
+        return spec_from_dict(synthetic_spec(data=data, train__batch_size=8))
+
+    with pytest.raises(ValueError, match=r"data.source='a': .*a/train.parquet has unlabelled rows"):
+        load_stream_data(spec("a", "b"))
+    # written again with its unlabelled row left out, the source streams
+    fixed = [ln for ln in lines if not ln.startswith("3,,")]
+    path.write_text("\n".join(fixed) + "\n")
+    assert main(["data", "prepare", "table", "-o", f"path={path}", "--out", str(out)]) == 0
+    data, paths = load_stream_data(spec("a", "b"))
+    assert data.extra["stream"].source_rows == 39

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from shiftray.data.formats import DomainArrays
 from shiftray.data.pairing import DomainStream, Pairing
 
@@ -81,3 +82,34 @@ def test_streamed_steps_are_read_ahead_on_a_reader_thread_in_order():
     jumped = [r.batch(s) for s in (4, 2, 3)]
     r.close()
     assert torch.equal(jumped[0].x_s, got[4].x_s) and torch.equal(jumped[2].x_t, got[3].x_t)
+
+
+def test_read_ahead_jumps_errors_and_close():
+    import torch
+    from shiftray.data.streaming import StreamInfo, StreamPairing
+
+    class Failing(_Shard):
+        def iter_batches(self, batch_size, batch_format, prefetch_batches):
+            for i, t in enumerate(super().iter_batches(batch_size, batch_format, prefetch_batches)):
+                if i == 5:
+                    raise OSError("shard unreadable")
+                yield t
+
+    def make(target, depth=3):
+        info = StreamInfo(0, 40, (2,), encoded=False)
+        return StreamPairing({"target": target}, info, 4, 0, 0, 1, 0, 1, read_ahead=depth)
+
+    ref = make(_Shard(40, 0), depth=0)
+    want = [ref.batch(s).x_t for s in range(6)]
+    p = make(_Shard(40, 0))
+    assert torch.equal(p.batch(0).x_t, want[0])
+    assert torch.equal(p.batch(2).x_t, want[2])  # forward inside the queue: step 1 dropped
+    assert torch.equal(p.batch(5).x_t, want[5])  # past the queue
+    p.close()
+    q = make(Failing(40, 0))
+    for s in range(5):  # the failing read (step 5) is queued already; it surfaces at step 5
+        assert torch.equal(q.batch(s).x_t, want[s])
+    with pytest.raises(OSError, match="shard unreadable"):
+        q.batch(5)
+    q.close()  # nothing left running
+    assert not q._ahead and q._reader._shutdown

@@ -99,7 +99,9 @@ def dump_spec(spec: JobSpec) -> str:
 
 # fields that do not change what a run computes: where it writes, how often it reports
 _BOOKKEEPING = ("tracking.", "train.eval_every", "train.log_every", "train.checkpoint_every",
-                "train.keep_checkpoints", "resources.max_failures", "resources.cpus_per_worker")  # fmt: skip
+                "train.keep_checkpoints", "train.eval_batch_size", "resources.max_failures",
+                "resources.cpus_per_worker", "data.stream.prefetch_batches",
+                "data.stream.decode_threads", "data.stream.read_ahead")  # fmt: skip
 
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

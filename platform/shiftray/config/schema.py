@@ -287,6 +287,11 @@ class TrackingSpec(Strict):
             return v
         m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)", v)
         if m is None:
+            if v.startswith("~"):
+                raise ValueError(
+                    f"{v!r}: '~' is not expanded (each node would read it as its own user's "
+                    "home); give the absolute path every node mounts"
+                )
             if not v.startswith("/"):
                 raise ValueError(
                     f"{v!r} is a relative path; give an absolute path every node mounts or a "

@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -165,21 +166,31 @@ def _read_file(path: str) -> pa.Table:
     return pc.read_csv(p)
 
 
+_INT = re.compile(r"-?\d+(\.0+)?")
+
+
+def _norm(v: Any) -> str:
+    return "" if v is None else str(v).strip()
+
+
 def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, int]]:
-    """Class names and label value -> index. Labels are integers 0..K-1 (also as strings,
-    ``"3"``) or class names; ``classes`` fixes the names (and their order) for either. Empty
-    and -1 mean unlabelled (the scikit-learn convention)."""
+    """Class names and (normalised, `_norm`) label value -> index. Labels are class names, or
+    integers 0..K-1 (also as strings, ``"3"``, or ``3.0``); ``classes`` names the classes (and
+    their order): values that are all among those names map by name, else by index. Empty and
+    -1 mean unlabelled (the scikit-learn convention)."""
     for col in (opts.label, opts.domain, opts.split):
         if col is not None and col not in t.column_names:
             raise ValueError(
                 f"{opts.path}: no column {col!r}; its columns: {', '.join(t.column_names)}"
             )
-    unlabelled = {"": -1, "-1": -1, "-1.0": -1}
-    values = {str(v) for v in t.column(opts.label).to_pylist() if v is not None} - set(unlabelled)
+    raw = {_norm(v) for v in t.column(opts.label).to_pylist()}
+    unlabelled = {v: -1 for v in raw if v == "" or (_INT.fullmatch(v) and int(float(v)) == -1)}
+    values = raw - set(unlabelled)
     if not values:
         raise ValueError(f"{opts.path}: column {opts.label!r} has no labelled row")
-    numeric = all(v.lstrip("-").isdigit() or v.replace(".0", "").isdigit() for v in values)
-    if numeric:
+    if opts.classes and values <= set(opts.classes):
+        return opts.classes, {n: i for i, n in enumerate(opts.classes)} | unlabelled
+    if all(_INT.fullmatch(v) for v in values):
         ints = {v: int(float(v)) for v in values}
         k = len(opts.classes) if opts.classes else max(ints.values()) + 1
         wrong = sorted({i for i in ints.values() if not 0 <= i < k})
@@ -231,6 +242,6 @@ class TableFile(Benchmark):
             [t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in cols], axis=1
         )[mask]
         raw = [t.column(opts.label)[int(i)].as_py() for i in np.flatnonzero(mask)]
-        ids = [-1 if v is None else index[str(v)] for v in raw]
+        ids = [index[_norm(v)] for v in raw]
         y = None if all(i == -1 for i in ids) else np.array(ids, np.int64)
         return DomainArrays(x, y, domain, split)

@@ -50,15 +50,15 @@ def _decode_cpu(blob: bytes, size: int) -> torch.Tensor:
 
 
 def checked_bytes(blob: bytes) -> bytes | None:
-    """``blob`` if the training decoder reads it; else the image re-encoded as PNG when PIL
-    reads it (BMP, TIFF, GIF, CMYK JPEG, ...); None when nothing does (truncated, not an image).
+    """``blob`` if the training decoder reads it as one image; else the image (an animation's
+    first frame) re-encoded as PNG when PIL reads it (BMP, TIFF, animated GIF, ...); None when
+    nothing does (truncated, not an image).
     Call `_torchvision` in the calling thread before running this from a pool."""
     io, _ = _torchvision()
     try:
-        io.decode_image(
-            torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=io.ImageReadMode.RGB
-        )
-        return blob
+        raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        if io.decode_image(raw, mode=io.ImageReadMode.RGB).ndim == 3:  # not an animated GIF
+            return blob
     except (RuntimeError, ValueError):
         pass
     import io as pyio
@@ -128,4 +128,6 @@ class EncodedImages:
 
     def __getitem__(self, idx) -> np.ndarray:
         rows = self.blobs[idx]
-        return decode_images(list(np.atleast_1d(rows)), self.size, self.threads)
+        if isinstance(rows, bytes):  # one row: (3, size, size)
+            return decode_images([rows], self.size, self.threads)[0]
+        return decode_images(list(rows), self.size, self.threads)

@@ -23,7 +23,7 @@ def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
         return cache[(domain, split)]
 
     source = labelled(read(spec.source, "train")) if with_source else None
-    if source is not None and len(source) == 0:
+    if source is not None and (source.y is None or len(source) == 0):
         raise ValueError(
             f"data.source={spec.source!r} has no labelled training rows: the source domain "
             "is the labelled one (unlabelled rows: empty or -1 labels)"

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
-from shiftray.data.images import decode_batch
+from shiftray.data.images import EncodedImages, decode_batch
 from shiftray.data.loading import labelled
 from shiftray.data.pairing import Augment, DABatch, augmented_batch
 from shiftray.data.sources import ParquetDomains, shard_paths
@@ -59,6 +60,28 @@ def _paths(root: str, domain: str) -> list[str]:
     return [str(p) for p in paths]
 
 
+def _check_labelled(domain: str, paths: list[str]) -> None:
+    """A streamed source must be labelled on every row (the stream cannot leave rows out without
+    breaking the lockstep row counts): checked from the Parquet footers' statistics."""
+    for path in paths:
+        meta = pq.ParquetFile(path).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("label")
+        for g in range(meta.num_row_groups):
+            st = meta.row_group(g).column(col).statistics
+            if st is None or not st.has_min_max or st.null_count is None:
+                labels = pq.read_table(path, columns=["label"]).column("label")
+                bad = labels.null_count > 0 or pc.min(labels).as_py() < 0
+            else:
+                bad = st.null_count > 0 or st.min < 0
+            if bad:
+                raise ValueError(
+                    f"data.source={domain!r}: {path} has unlabelled rows (null or -1 labels); a "
+                    "streamed source must be labelled on every row: write its labelled rows as "
+                    "a domain of their own, or set data.stream.enabled: false (in memory, "
+                    "unlabelled source rows are left out)"
+                )
+
+
 def _rows(paths: list[str]) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
 
@@ -71,6 +94,7 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     paths = {"target": _paths(root, spec.data.target)}
     if METHODS.get(spec.method.name).uses_source:
         paths["source"] = _paths(root, spec.data.source)
+        _check_labelled(spec.data.source, paths["source"])
     meta = pq.read_schema(paths["target"][0]).metadata or {}
     shape = tuple(json.loads(meta[b"shiftray.input_shape"]))
     classes = list(json.loads(meta[b"shiftray.classes"]))
@@ -83,6 +107,8 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     opts = ParquetDomains.Options.model_validate(spec.data.options)
     # the test split stays encoded in memory; evaluation decodes a batch at a time
     test = labelled(ParquetDomains.read(spec.data.target, "test", opts, lazy_images=True))
+    if isinstance(test.x, EncodedImages):
+        test.x.threads = spec.data.stream.decode_threads
     empty = DomainArrays(np.zeros((0, *shape), np.float32), None, spec.data.target, "train")
     data = DomainData(None, empty, test, classes, shape, {"stream": info})
     return data, paths
@@ -191,19 +217,30 @@ class StreamPairing:
     ) -> None:  # fmt: skip
         args = (batch_size, seed, rank, world, shuffle_buffer, prefetch)
         self.steps, self.depth = steps, read_ahead
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="shiftray-stream")
+        self.device = torch.device(decode_device)
+        cuda = self.device.type == "cuda"  # nvjpeg on the worker's GPU, not the thread's default
+        self._reader = ThreadPoolExecutor(
+            1,
+            "shiftray-stream",
+            torch.cuda.set_device if cuda else None,
+            (self.device,) if cuda else (),
+        )
         self._ahead: dict[int, Future] = {}  # step -> its read, in submission order
         self.src = None
         if "source" in shards:
             self.src = ShardStream(shards["source"], "source", info.source_rows, *args)
         self.tgt = ShardStream(shards["target"], "target", info.target_rows, *args)
         self.info, self.threads = info, decode_threads
-        self.device = torch.device(decode_device)
         self.weak, self.strong, self.augment_source = weak, strong, augment_source
 
     def _drain(self) -> None:
+        """Drop the queued reads: those not started are cancelled, the running one is waited
+        for (the next read must find the shard iterators at rest)."""
         for pending in self._ahead.values():
-            pending.exception()  # wait: the reader must be done with the iterators
+            pending.cancel()
+        for pending in self._ahead.values():
+            if not pending.cancelled():
+                pending.exception()
         self._ahead.clear()
 
     def close(self) -> None:

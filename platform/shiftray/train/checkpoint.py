@@ -113,9 +113,22 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for p in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(p, ignore_errors=True)
-    for pattern in (".tmp-checkpoint_*", ".old-checkpoint_*"):
+    recover_replaced(run_dir)
+    for pattern in (".tmp-checkpoint_*", ".old-checkpoint_*", ".checkpoint_*.download"):
         for p in Path(run_dir).glob(pattern):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def recover_replaced(run_dir: Path) -> None:
+    """A kill between save_checkpoint's two renames leaves ``.old-checkpoint_N-*`` (complete)
+    and no ``checkpoint_N``: put it back."""
+    for old in Path(run_dir).glob(".old-checkpoint_*"):
+        final = Path(run_dir) / old.name[len(".old-") :].rsplit("-", 1)[0]
+        if CKPT_RE.match(final.name) and not final.exists():
+            try:
+                os.rename(old, final)
+            except OSError:  # another rank on this node put it back first
+                pass
 
 
 def checkpoint_step(path: str | Path) -> int | None:

@@ -47,6 +47,7 @@ from shiftray.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    recover_replaced,
     save_checkpoint,
 )
 from shiftray.train.features import cache_features
@@ -116,6 +117,7 @@ def _resume_point(ctx: WorkerContext, run_dir: Path) -> Path | None:
         import ray.train
 
         reported = ray.train.get_checkpoint()
+    recover_replaced(run_dir)
     local = {checkpoint_step(p): p for p in list_checkpoints(run_dir)}
     reported_step = checkpoint_step(reported.path) if reported is not None else None
     step = agree_on_resume(list(local), reported_step, partial(_all_min, ctx))
@@ -273,67 +275,76 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     n_logged, t0, t_last = 0, time.perf_counter(), time.perf_counter()
     stopped = False
     done = start
-    for step in range(start, total):
-        progress = step / total
-        lr = set_lr(optimizer, spec, progress)
-        if method.refresh_every and step % method.refresh_every == 0:
-            method.refresh(model, data.target, ctx.device)  # e.g. SHOT's global pseudo-labels
-        torch.manual_seed(_step_seed(tr.seed, ctx.rank, step))
-        batch = pairing.batch(step).to(ctx.device, step_cfg.channels_last)
-        out = train_step(trained, optimizer, batch, progress, step_cfg, step)
-        for k, v in {"loss": out.loss.detach(), **out.logs}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n_logged += 1
-        done = step + 1
-        fault_step(done)
-        record: dict[str, Any] = {}
-        if done % tr.log_every == 0 or done == total:
-            now = time.perf_counter()
-            record = {k: v / n_logged for k, v in sums.items()}
-            record |= {"lr": lr, "steps_per_s": n_logged / max(now - t_last, 1e-9)}
-            sums, n_logged, t_last = {}, 0, now
-        is_eval = done % tr.eval_every == 0 or done == total
-        is_ckpt = done % tr.checkpoint_every == 0 or done == total
-        if is_eval:
-            if ctx.world > 1:  # BatchNorm running stats: evaluate rank 0's everywhere
-                for buf in module.buffers():
-                    dist.broadcast(buf, 0)
-            label_free = tr.label_free_scores or (
-                stopper is not None and stopper.metric.startswith("target_")
-            )
-            last_eval = evaluate_all(
-                module.model, data, tr.eval_batch_size, ctx, label_free, step_cfg.autocast_dtype
-            )
-            record |= last_eval
-            if stopper is not None and stopper.update(last_eval[stopper.metric], done):
-                stopped = is_ckpt = True  # the same decision on every rank (all-reduced metrics)
-                record["early_stop"] = True
-        if record:
-            record |= {
-                "step": done,
-                "progress": done / total,
-                "elapsed_s": time.perf_counter() - t0,
-            }
-            tracker.log(record)
-        if is_ckpt:
-            ckpt = None
-            if ctx.rank == 0:
-                extra = {"unfreeze_stage": stage_index(ft, progress)}
-                if stopper is not None:
-                    extra["early_stopping"] = stopper.state()
-                state = TrainState(done, total, tr.seed, metrics=last_eval, extra=extra)
-                ckpt = save_checkpoint(
-                    run_dir, module, optimizer, state, spec_yaml, labels, partial(fault_ckpt, done)
+    try:  # the stream's reader thread stops whatever ends the loop
+        for step in range(start, total):
+            progress = step / total
+            lr = set_lr(optimizer, spec, progress)
+            if method.refresh_every and step % method.refresh_every == 0:
+                method.refresh(model, data.target, ctx.device)  # e.g. SHOT's global pseudo-labels
+            torch.manual_seed(_step_seed(tr.seed, ctx.rank, step))
+            batch = pairing.batch(step).to(ctx.device, step_cfg.channels_last)
+            out = train_step(trained, optimizer, batch, progress, step_cfg, step)
+            for k, v in {"loss": out.loss.detach(), **out.logs}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_logged += 1
+            done = step + 1
+            fault_step(done)
+            record: dict[str, Any] = {}
+            if done % tr.log_every == 0 or done == total:
+                now = time.perf_counter()
+                record = {k: v / n_logged for k, v in sums.items()}
+                record |= {"lr": lr, "steps_per_s": n_logged / max(now - t_last, 1e-9)}
+                sums, n_logged, t_last = {}, 0, now
+            is_eval = done % tr.eval_every == 0 or done == total
+            is_ckpt = done % tr.checkpoint_every == 0 or done == total
+            if is_eval:
+                if ctx.world > 1:  # BatchNorm running stats: evaluate rank 0's everywhere
+                    for buf in module.buffers():
+                        dist.broadcast(buf, 0)
+                label_free = tr.label_free_scores or (
+                    stopper is not None and stopper.metric.startswith("target_")
                 )
-            _report(ctx, {"step": done, **last_eval}, ckpt, upload)
-            if ctx.rank == 0:
-                prune_checkpoints(run_dir, tr.keep_checkpoints)
-        elif is_eval:
-            _report(ctx, {"step": done, **last_eval}, None, upload)
-        if stopped:
-            break
-
-    pairing.close()
+                last_eval = evaluate_all(
+                    module.model, data, tr.eval_batch_size, ctx, label_free, step_cfg.autocast_dtype
+                )
+                record |= last_eval
+                if stopper is not None and stopper.update(last_eval[stopper.metric], done):
+                    stopped = is_ckpt = (
+                        True  # the same decision on every rank (all-reduced metrics)
+                    )
+                    record["early_stop"] = True
+            if record:
+                record |= {
+                    "step": done,
+                    "progress": done / total,
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+                tracker.log(record)
+            if is_ckpt:
+                ckpt = None
+                if ctx.rank == 0:
+                    extra = {"unfreeze_stage": stage_index(ft, progress)}
+                    if stopper is not None:
+                        extra["early_stopping"] = stopper.state()
+                    state = TrainState(done, total, tr.seed, metrics=last_eval, extra=extra)
+                    ckpt = save_checkpoint(
+                        run_dir,
+                        module,
+                        optimizer,
+                        state,
+                        spec_yaml,
+                        labels,
+                        partial(fault_ckpt, done),
+                    )
+                _report(ctx, {"step": done, **last_eval}, ckpt, upload)
+                if ctx.rank == 0:
+                    prune_checkpoints(run_dir, tr.keep_checkpoints)
+            elif is_eval:
+                _report(ctx, {"step": done, **last_eval}, None, upload)
+            if stopped:
+                break
+    finally:
+        pairing.close()
     (run_dir / f"params_rank{ctx.rank}.json").write_text(json.dumps(param_digest(module)))
     if ctx.in_ray:  # where each rank ran (multi-node runs)
         import ray
