@@ -136,7 +136,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from shiftray.data.formats import to_table
-    from shiftray.data.sources import write_table
+    from shiftray.data.sources import write_shards, write_table
     from shiftray.registry import DATASETS, load_all
 
     load_all()
@@ -150,18 +150,22 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         )
     for d in domains:
         for split in bench.splits:
-            if hasattr(bench, "encoded_table"):  # images stay encoded; workers decode them
-                table = bench.encoded_table(d, split, opts)
+            # train rows in a random order: streaming shuffles only within windows of rows
+            # (data.stream.shuffle_buffer), and rows written class by class would give batches
+            # of two or three classes
+            seed = args.seed if split == "train" else -1
+            if hasattr(bench, "encoded_tables"):  # images stay encoded, a chunk at a time
+                tables = bench.encoded_tables(d, split, opts, seed)
+                paths, rows = write_shards(tables, args.out, d, split, args.shard_rows)
             else:
                 table = to_table(bench.read(d, split, opts), bench.class_names(opts))
-            if split == "train" and args.seed >= 0:
-                # streaming shuffles only within windows of rows (data.stream.shuffle_buffer):
-                # rows written class by class would give batches of two or three classes
-                perm = np.random.default_rng([args.seed, len(table)]).permutation(len(table))
-                table = table.take(perm)
-            for path in write_table(table, args.out, d, split, args.shard_rows):
+                if seed >= 0:
+                    perm = np.random.default_rng([seed, len(table)]).permutation(len(table))
+                    table = table.take(perm)
+                paths, rows = write_table(table, args.out, d, split, args.shard_rows), len(table)
+            for path in paths:
                 print(f"{path}")
-            print(f"  {d}/{split}: {len(table)} rows")
+            print(f"  {d}/{split}: {rows} rows")
     return 0
 
 

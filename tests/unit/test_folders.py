@@ -273,3 +273,28 @@ def test_a_streamed_source_must_be_labelled_on_every_row(tmp_path):
     assert main(["data", "prepare", "table", "-o", f"path={path}", "--out", str(out)]) == 0
     data, paths = load_stream_data(spec("a", "b"))
     assert data.extra["stream"].source_rows == 39
+
+
+def test_prepare_reads_a_chunk_at_a_time_and_a_failed_prepare_changes_nothing(tmp_path):
+    root, out = tmp_path / "tree", tmp_path / "pq"
+    make_tree(root, n=6)
+    opts = ImageFolder.Options(root=str(root), image_size=16)
+    chunks = list(ImageFolder.encoded_tables("photo", "train", opts, seed=0, chunk=5))
+    assert [len(t) for t in chunks] == [5, 5, 2]  # one chunk of files in memory at a time
+    args = [
+        "data",
+        "prepare",
+        "imagefolder",
+        "-o",
+        f"root={root}",
+        "--out",
+        str(out),
+        "--shard-rows",
+        "4",
+    ]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in (out / "night").iterdir()}
+    assert sorted(before) == [f"{s}-{i:05d}.parquet" for s in ("test", "train") for i in range(3)]
+    (root / "night" / "red" / "9.jpg").write_bytes(b"not an image")
+    assert main(args) == 2  # the night domain fails its check: its old files stay as they were
+    assert {p.name: p.read_bytes() for p in (out / "night").iterdir()} == before

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -103,44 +104,69 @@ class ImageFolder(Benchmark):
         return paths, np.array(labels, dtype=np.int64)
 
     @classmethod
-    def blobs(cls, domain: str, opts) -> tuple[list[bytes], np.ndarray]:
-        """Each image's bytes, checked by the training decoder (re-encoded as PNG when only PIL
-        reads it); unreadable files fail here, named, not in the middle of a training run."""
-        paths, labels = cls.files(domain, opts)
+    def _checked(cls, paths: list[Path], opts) -> list[bytes | None]:
+        """Each file's bytes as the training decoder reads them (`checked_bytes`), None for
+        files nothing decodes."""
         _torchvision()  # before the pool's threads (see shiftray.data.images._torchvision)
         with ThreadPoolExecutor(opts.threads) as pool:
-            blobs = list(pool.map(lambda p: checked_bytes(p.read_bytes()), paths))
-        bad = [p for p, b in zip(paths, blobs, strict=True) if b is None]
-        if bad:
-            names = "\n  ".join(str(p) for p in bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
-            if opts.on_bad_image == "error":
-                raise ValueError(
-                    f"{len(bad)} of {len(paths)} files under {cls._root(opts) / domain} are not "
-                    f"images any decoder reads (truncated or not an image):\n  {names}\n"
-                    "remove them, or leave them out with -o on_bad_image=skip"
-                )
-            print(f"skipping {len(bad)} unreadable files:\n  {names}", file=sys.stderr)
-        keep = [i for i, b in enumerate(blobs) if b is not None]
-        return [blobs[i] for i in keep], labels[keep]
+            return list(pool.map(lambda p: checked_bytes(p.read_bytes()), paths))
+
+    @classmethod
+    def _unreadable(cls, domain: str, opts, bad: list[Path], total: int) -> None:
+        names = "\n  ".join(str(p) for p in bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
+        if opts.on_bad_image == "error":
+            raise ValueError(
+                f"{len(bad)} of {total} files under {cls._root(opts) / domain} are not "
+                f"images any decoder reads (truncated or not an image):\n  {names}\n"
+                "remove them, or leave them out with -o on_bad_image=skip"
+            )
+        print(f"skipping {len(bad)} unreadable files:\n  {names}", file=sys.stderr)
 
     @classmethod
     def read(cls, domain, split, opts):
-        blobs, labels = cls.blobs(domain, opts)
-        return DomainArrays(decode_images(blobs, opts.image_size), labels, domain, split)
+        paths, labels = cls.files(domain, opts)
+        blobs = cls._checked(paths, opts)
+        bad = [p for p, b in zip(paths, blobs, strict=True) if b is None]
+        if bad:
+            cls._unreadable(domain, opts, bad, len(paths))
+        keep = [i for i, b in enumerate(blobs) if b is not None]
+        x = decode_images([blobs[i] for i in keep], opts.image_size)
+        return DomainArrays(x, labels[keep], domain, split)
 
     @classmethod
-    def encoded_table(cls, domain: str, split: str, opts) -> pa.Table:
-        """The domain as encoded bytes (what `data prepare` writes)."""
-        blobs, labels = cls.blobs(domain, opts)
+    def encoded_tables(
+        cls, domain: str, split: str, opts, seed: int = -1, chunk: int = 512
+    ) -> Iterator[pa.Table]:
+        """The domain as tables of encoded bytes (what `data prepare` writes), ``chunk`` files
+        read and checked at a time, so that writing a domain holds one chunk in memory.
+        ``seed`` >= 0: the rows in a random order drawn with it (the file list is permuted
+        before reading). Unreadable files fail after every file is checked, all of them named
+        (nothing more is yielded after the first), or are left out (``on_bad_image: skip``)."""
+        paths, labels = cls.files(domain, opts)
+        if seed >= 0:
+            perm = np.random.default_rng([seed, len(paths)]).permutation(len(paths))
+            paths, labels = [paths[i] for i in perm], labels[perm]
         meta = {
             b"shiftray.input_shape": json.dumps([3, opts.image_size, opts.image_size]).encode(),
             b"shiftray.classes": json.dumps(cls.class_names(opts)).encode(),
             b"shiftray.input_encoding": b"image",
         }
-        n = len(blobs)
-        cols = [pa.array(blobs, pa.binary()), pa.array(labels, pa.int64()),
-                pa.array([domain] * n), pa.array([split] * n)]  # fmt: skip
-        return pa.Table.from_arrays(cols, schema=ENCODED_SCHEMA.with_metadata(meta))
+        schema = ENCODED_SCHEMA.with_metadata(meta)
+        bad: list[Path] = []
+        for start in range(0, len(paths), chunk):
+            part = paths[start : start + chunk]
+            blobs = cls._checked(part, opts)
+            bad += [p for p, b in zip(part, blobs, strict=True) if b is None]
+            if bad and opts.on_bad_image == "error":
+                continue  # check the rest, to name every unreadable file at once
+            keep = [i for i, b in enumerate(blobs) if b is not None]
+            n = len(keep)
+            cols = [pa.array([blobs[i] for i in keep], pa.binary()),
+                    pa.array(labels[start : start + chunk][keep], pa.int64()),
+                    pa.array([domain] * n), pa.array([split] * n)]  # fmt: skip
+            yield pa.Table.from_arrays(cols, schema=schema)
+        if bad:
+            cls._unreadable(domain, opts, bad, len(paths))
 
 
 class TableOptions(BaseModel):

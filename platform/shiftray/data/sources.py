@@ -8,6 +8,10 @@ by ``shiftray.input_encoding: image`` in the schema metadata, decoded when read)
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,6 +43,50 @@ def write_table(
         pq.write_table(part, tmp)
         tmp.replace(path)
     return [p for p, _ in parts]
+
+
+def write_shards(
+    tables: Iterable[pa.Table], root: str | Path, domain: str, split: str, shard_rows: int = 0
+) -> tuple[list[Path], int]:
+    """Write one domain split from a stream of tables (each a Parquet row group), a new file
+    every ``shard_rows`` rows (0: one file), holding one table in memory at a time. The files
+    are written into a hidden directory and moved into place only when all are complete (the
+    split's old files removed then); on an error nothing changes. Returns the paths and rows."""
+    folder = Path(root) / domain
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{split}.writing-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    names: list[str] = []
+    writer, in_file, rows = None, 0, 0
+    try:
+        for table in tables:
+            while len(table):
+                if writer is None:
+                    names.append(
+                        f"{split}-{len(names):05d}.parquet"
+                        if shard_rows > 0
+                        else f"{split}.parquet"
+                    )
+                    writer = pq.ParquetWriter(tmp / names[-1], table.schema)
+                room = len(table) if shard_rows <= 0 else shard_rows - in_file
+                writer.write_table(table.slice(0, room))
+                in_file, rows = in_file + min(room, len(table)), rows + min(room, len(table))
+                table = table.slice(room)
+                if shard_rows > 0 and in_file == shard_rows:
+                    writer.close()
+                    writer, in_file = None, 0
+        if writer is not None:
+            writer.close()
+            writer = None
+        for old in shard_paths(root, domain, split):
+            old.unlink()
+        for name in names:
+            os.replace(tmp / name, folder / name)
+    finally:
+        if writer is not None:
+            writer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [folder / n for n in names], rows
 
 
 def shard_paths(root: str | Path, domain: str, split: str) -> list[Path]:
