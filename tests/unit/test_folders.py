@@ -37,6 +37,16 @@ def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
     assert lazy.x.shape == (12, 3, 16, 16) and len(lazy) == 12  # kept encoded
     np.testing.assert_allclose(lazy.x[np.array([3, 0, 7])], direct.x[[3, 0, 7]], atol=1e-6)
     np.testing.assert_allclose(lazy.x.take(lazy.y == 1)[np.arange(6)], direct.x[direct.y == 1])
+    import torch
+    from shiftray.evaluate.metrics import evaluate
+    from shiftray.evaluate.validators import unsupervised_scores
+    from shiftray.models.build import build_model
+
+    torch.manual_seed(0)
+    net = build_model(spec_from_dict(synthetic_spec()).model.model_copy(update={"backbone": "lenet", "backbone_kwargs": {"channels": [4, 8]}}), (3, 16, 16), 2).eval()  # fmt: skip
+    cpu = torch.device("cpu")
+    assert evaluate(net, lazy, 5, cpu) == evaluate(net, direct, 5, cpu)  # decoded per batch
+    assert unsupervised_scores(net, lazy, 5, cpu) == unsupervised_scores(net, direct, 5, cpu)
     # train rows: the same images in a seeded random order, not class by class
     train = ParquetDomains.read("night", "train", opts)
     order = [int(np.flatnonzero((direct.x == x).all(axis=(1, 2, 3)))[0]) for x in train.x]

@@ -126,6 +126,10 @@ class EncodedImages:
     def take(self, idx: np.ndarray) -> EncodedImages:
         return EncodedImages(self.blobs[idx], self.size, self.threads)
 
+    def to_tensor(self, idx, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Rows ``idx`` decoded straight onto ``device`` (batched nvjpeg on a GPU)."""
+        return decode_batch(list(self.blobs[idx]), self.size, device, self.threads)
+
     def __getitem__(self, idx) -> np.ndarray:
         rows = self.blobs[idx]
         if isinstance(rows, bytes):  # one row: (3, size, size)

@@ -24,6 +24,13 @@ class EvalResult:
     per_class: list[float]
 
 
+def input_rows(x, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows ``idx`` of an input array on ``device``; `EncodedImages` decode there directly."""
+    if hasattr(x, "to_tensor"):
+        return x.to_tensor(idx, device)
+    return torch.from_numpy(x[idx]).to(device)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: DomainArrays, batch_size: int, device: torch.device,
@@ -38,7 +45,7 @@ def evaluate(
     stats = torch.zeros(3 + 2 * k, dtype=torch.float64)  # correct, loss_sum, count, per-class
     for start in range(0, len(idx), batch_size):
         sel = idx[start : start + batch_size]
-        x = torch.from_numpy(data.x[sel]).to(device)
+        x = input_rows(data.x, sel, device)
         y = torch.from_numpy(data.y[sel]).to(device)
         logits, _ = model(x)
         hit = (logits.argmax(1) == y).double().cpu()

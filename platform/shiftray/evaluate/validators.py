@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shiftray.data.formats import DomainArrays
+from shiftray.evaluate.metrics import input_rows
 from shiftray.methods.layers import entropy
 
 
@@ -29,7 +30,7 @@ def unsupervised_scores(
     idx = np.arange(rank, len(data), world)
     ent_sum, count, prob_sum = torch.zeros((), dtype=torch.float64), 0, None
     for start in range(0, len(idx), batch_size):
-        x = torch.from_numpy(data.x[idx[start : start + batch_size]]).to(device)
+        x = input_rows(data.x, idx[start : start + batch_size], device)
         p = F.softmax(model(x)[0].float(), dim=1).double()
         ent_sum += entropy(p).sum().cpu()
         prob_sum = p.sum(0).cpu() if prob_sum is None else prob_sum + p.sum(0).cpu()
