@@ -26,17 +26,23 @@ def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
     opts = ParquetDomains.Options(path=str(out))
     assert ParquetDomains.domains(opts) == ["night", "photo"]
     assert ParquetDomains.class_names(opts) == ["blue", "red"]
-    got = ParquetDomains.read("night", "test", opts)
+    got = ParquetDomains.read("night", "train", opts)
     direct = ImageFolder.read(
-        "night", "test", ImageFolder.Options(root=str(tmp_path / "tree"), image_size=16)
+        "night", "train", ImageFolder.Options(root=str(tmp_path / "tree"), image_size=16)
     )
     assert got.x.shape == (12, 3, 16, 16) and got.x.dtype == np.float32
-    np.testing.assert_array_equal(got.y, direct.y)
-    np.testing.assert_allclose(got.x, direct.x, atol=1e-6)
+    # the train rows: the same images in a seeded random order, not class by class
+    order = [int(np.flatnonzero((direct.x == x).all(axis=(1, 2, 3)))[0]) for x in got.x]
+    assert sorted(order) == list(range(12)) and order != list(range(12))
+    np.testing.assert_array_equal(got.y, direct.y[order])
+    np.testing.assert_allclose(got.x, direct.x[order], atol=1e-6)
+    # written once (used whole): the test split reads the train files
+    assert not list((out / "night").glob("test*"))
+    np.testing.assert_array_equal(ParquetDomains.read("night", "test", opts).y, got.y)
     lazy = ParquetDomains.read("night", "test", opts, lazy_images=True)
     assert lazy.x.shape == (12, 3, 16, 16) and len(lazy) == 12  # kept encoded
-    np.testing.assert_allclose(lazy.x[np.array([3, 0, 7])], direct.x[[3, 0, 7]], atol=1e-6)
-    np.testing.assert_allclose(lazy.x.take(lazy.y == 1)[np.arange(6)], direct.x[direct.y == 1])
+    np.testing.assert_allclose(lazy.x[np.array([3, 0, 7])], got.x[[3, 0, 7]], atol=1e-6)
+    np.testing.assert_allclose(lazy.x.take(lazy.y == 1)[np.arange(6)], got.x[got.y == 1])
     import torch
     from shiftray.evaluate.metrics import evaluate
     from shiftray.evaluate.validators import unsupervised_scores
@@ -45,13 +51,8 @@ def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
     torch.manual_seed(0)
     net = build_model(spec_from_dict(synthetic_spec()).model.model_copy(update={"backbone": "lenet", "backbone_kwargs": {"channels": [4, 8]}}), (3, 16, 16), 2).eval()  # fmt: skip
     cpu = torch.device("cpu")
-    assert evaluate(net, lazy, 5, cpu) == evaluate(net, direct, 5, cpu)  # decoded per batch
-    assert unsupervised_scores(net, lazy, 5, cpu) == unsupervised_scores(net, direct, 5, cpu)
-    # train rows: the same images in a seeded random order, not class by class
-    train = ParquetDomains.read("night", "train", opts)
-    order = [int(np.flatnonzero((direct.x == x).all(axis=(1, 2, 3)))[0]) for x in train.x]
-    assert sorted(order) == list(range(12)) and order != list(range(12))
-    np.testing.assert_array_equal(train.y, direct.y[order])
+    assert evaluate(net, lazy, 5, cpu) == evaluate(net, got, 5, cpu)  # decoded per batch
+    assert unsupervised_scores(net, lazy, 5, cpu) == unsupervised_scores(net, got, 5, cpu)
     red = got.x[got.y == 1][:, 0].mean()
     blue = got.x[got.y == 1][:, 2].mean()
     assert red > blue  # decoded the right images under the right labels
@@ -304,7 +305,7 @@ def test_prepare_reads_a_chunk_at_a_time_and_a_failed_prepare_changes_nothing(tm
     ]
     assert main(args) == 0
     before = {p.name: p.read_bytes() for p in (out / "night").iterdir()}
-    assert sorted(before) == [f"{s}-{i:05d}.parquet" for s in ("test", "train") for i in range(3)]
+    assert sorted(before) == [f"train-{i:05d}.parquet" for i in range(3)]
     (root / "night" / "red" / "9.jpg").write_bytes(b"not an image")
     assert main(args) == 2  # the night domain fails its check: its old files stay as they were
     assert {p.name: p.read_bytes() for p in (out / "night").iterdir()} == before
