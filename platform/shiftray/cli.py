@@ -136,7 +136,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from shiftray.data.formats import to_table
-    from shiftray.data.sources import write_shards, write_table
+    from shiftray.data.sources import shard_paths, write_shards, write_table
     from shiftray.registry import DATASETS, load_all
 
     load_all()
@@ -166,6 +166,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             for path in paths:
                 print(f"{path}")
             print(f"  {d}/{split}: {rows} rows")
+        for split in {"train", "test"} - set(bench.splits):  # e.g. image folders: no test files
+            for old in shard_paths(args.out, d, split):  # an earlier prepare's would be read
+                old.unlink()
     return 0
 
 

@@ -309,3 +309,39 @@ def test_prepare_reads_a_chunk_at_a_time_and_a_failed_prepare_changes_nothing(tm
     (root / "night" / "red" / "9.jpg").write_bytes(b"not an image")
     assert main(args) == 2  # the night domain fails its check: its old files stay as they were
     assert {p.name: p.read_bytes() for p in (out / "night").iterdir()} == before
+
+
+def test_write_shards_rows_replacement_and_leftovers(tmp_path):
+    import pyarrow as pa
+    from shiftray.data.sources import shard_paths, write_shards
+
+    def t(n, start=0):
+        return pa.table({"v": pa.array(range(start, start + n), pa.int64())})
+
+    (tmp_path / "d").mkdir()
+    for k in range(6):  # an earlier prepare with more shards, and a killed one's leftovers
+        pq.write_table(t(1), tmp_path / "d" / f"train-{k:05d}.parquet")
+    (tmp_path / "d" / ".train.writing-dead").mkdir()
+    paths, rows = write_shards([t(3), t(7, 3), t(0), t(5, 10)], tmp_path, "d", "train", 4)
+    assert rows == 15 and [pq.read_metadata(p).num_rows for p in paths] == [4, 4, 4, 3]
+    assert shard_paths(tmp_path, "d", "train") == paths  # the 6 old shards: 4 replaced, 2 gone
+    assert pa.concat_tables([pq.read_table(p) for p in paths])["v"].to_pylist() == list(range(15))
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [p.name for p in paths]
+    (paths, rows) = write_shards([t(0)], tmp_path, "d", "train", 4)  # nothing readable
+    assert rows == 0 and len(paths) == 1 and pq.read_table(paths[0]).schema.names == ["v"]
+
+
+def test_image_folders_reprepared_drop_an_earlier_test_split(tmp_path):
+    root, out = tmp_path / "tree", tmp_path / "pq"
+    make_tree(root, n=2)
+    (out / "night").mkdir(parents=True)
+    pq.write_table(_tiny(), out / "night" / "test.parquet")  # from an earlier prepare
+    assert main(["data", "prepare", "imagefolder", "-o", f"root={root}", "--out", str(out)]) == 0
+    assert not list((out / "night").glob("test*"))  # else it would be read as the test split
+    assert len(ParquetDomains.read("night", "test", ParquetDomains.Options(path=str(out))).y) == 4
+
+
+def _tiny():
+    import pyarrow as pa
+
+    return pa.table({"input": pa.array([b"x"]), "label": pa.array([0])})

@@ -27,7 +27,7 @@ def write_table(
     table: pa.Table, root: str | Path, domain: str, split: str, shard_rows: int = 0
 ) -> list[Path]:
     """Write one domain split, atomically per file; ``shard_rows`` > 0 splits it into shards."""
-    folder = Path(root) / domain
+    folder = Path(root).expanduser() / domain
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{split}*.parquet"):
         old.unlink()
@@ -49,39 +49,51 @@ def write_shards(
     tables: Iterable[pa.Table], root: str | Path, domain: str, split: str, shard_rows: int = 0
 ) -> tuple[list[Path], int]:
     """Write one domain split from a stream of tables (each a Parquet row group), a new file
-    every ``shard_rows`` rows (0: one file), holding one table in memory at a time. The files
-    are written into a hidden directory and moved into place only when all are complete (the
-    split's old files removed then); on an error nothing changes. Returns the paths and rows."""
-    folder = Path(root) / domain
+    every ``shard_rows`` rows (0: one file), holding one table in memory at a time.
+
+    The files are written into a hidden directory and moved into place only when all are
+    complete; then the split's old files not among the new names are removed. An error while
+    writing changes nothing. No rows at all: one empty file with the schema (the domain stays
+    readable). Returns the paths and the row count."""
+    folder = Path(root).expanduser() / domain
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f".{split}.writing-*"):  # left by a killed prepare
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = folder / f".{split}.writing-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+
+    def name(k: int) -> str:
+        return f"{split}-{k:05d}.parquet" if shard_rows > 0 else f"{split}.parquet"
+
     names: list[str] = []
-    writer, in_file, rows = None, 0, 0
+    writer, in_file, rows, schema = None, 0, 0, None
     try:
         for table in tables:
+            schema = table.schema
             while len(table):
                 if writer is None:
-                    names.append(
-                        f"{split}-{len(names):05d}.parquet"
-                        if shard_rows > 0
-                        else f"{split}.parquet"
-                    )
+                    names.append(name(len(names)))
                     writer = pq.ParquetWriter(tmp / names[-1], table.schema)
                 room = len(table) if shard_rows <= 0 else shard_rows - in_file
-                writer.write_table(table.slice(0, room))
-                in_file, rows = in_file + min(room, len(table)), rows + min(room, len(table))
-                table = table.slice(room)
+                part, table = table.slice(0, room), table.slice(room)
+                writer.write_table(part)
+                in_file, rows = in_file + len(part), rows + len(part)
                 if shard_rows > 0 and in_file == shard_rows:
                     writer.close()
                     writer, in_file = None, 0
         if writer is not None:
             writer.close()
             writer = None
-        for old in shard_paths(root, domain, split):
-            old.unlink()
-        for name in names:
-            os.replace(tmp / name, folder / name)
+        if not names:
+            if schema is None:
+                raise ValueError(f"nothing to write for {domain}/{split}: no table at all")
+            names.append(name(0))
+            pq.write_table(schema.empty_table(), tmp / names[0])
+        old = [p for p in shard_paths(folder.parent, domain, split) if p.name not in names]
+        for n in names:  # the new files in first, then the old ones out
+            os.replace(tmp / n, folder / n)
+        for p in old:
+            p.unlink()
     finally:
         if writer is not None:
             writer.close()
