@@ -11,29 +11,6 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A local S3 server (moto) speaking the real protocol over HTTP. Its endpoint and (fake)
-    credentials reach Ray's workers the way a cluster's do: through the environment the nodes
-    start with, so this fixture runs before Ray starts."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:  # a dev install has it (pyproject's dev extra); the S3 test says so
-        yield None
-        return
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
-        }.items():  # fmt: skip
-            mp.setenv(key, value)
-        yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def ray_session(s3_endpoint):
     import ray
     from shiftray.train.launch import ensure_ray
