@@ -11,6 +11,7 @@ In one process on one device, images/s counting source + target:
 DANN here: bottleneck 256, discriminator 1024-1024-1, SGD momentum 0.9 (as in the papers).
 
     python bench/gpu_dann.py                                   # on a GPU machine
+    python bench/gpu_dann.py --rows shiftray,ray               # just the Ray Train ratio
     python bench/gpu_dann.py --device cpu --model test_resnet --image-size 32 --batch 4 \
         --ref-batch 2 --steps 2 --warmup 1 --no-compile       # the CPU smoke test
 
@@ -118,6 +119,14 @@ def measure_in_ray(args: dict) -> float:
     return float(json.loads(out.read_text()))
 
 
+ROWS = {  # --rows name -> the row's label
+    "reference": "reference fp32 eager",
+    "shiftray": "shiftray step",
+    "supervised": "supervised step",
+    "ray": "shiftray step in Ray Train (1 worker)",
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,65 +139,75 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--no-ray", action="store_true")
+    p.add_argument(
+        "--rows", default=",".join(ROWS), help=f"which rows, in this order (of {', '.join(ROWS)})"
+    )
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args()
+    wanted = args.rows.split(",")
+    if unknown := set(wanted) - set(ROWS):
+        p.error(f"--rows: unknown {sorted(unknown)}; choose from {', '.join(ROWS)}")
     common = dict(
-        device=args.device,
-        model=args.model,
-        image_size=args.image_size,
-        steps=args.steps,
+        device=args.device, model=args.model, image_size=args.image_size, steps=args.steps,
         warmup=args.warmup,
-    )
+    )  # fmt: skip
     fast = dict(
         common, batch=args.batch, fast=True, compile=not args.no_compile, channels_last=True
     )
     configs = {
-        "reference fp32 eager": dict(
+        "reference": dict(
             common,
             batch=args.ref_batch,
             fast=False,
             compile=False,
             channels_last=False,
             method="dann",
-        ),
-        "shiftray step": dict(fast, method="dann"),
-        "supervised step": dict(fast, method="erm"),
+        ),  # fmt: skip
+        "shiftray": dict(fast, method="dann"),
+        "supervised": dict(fast, method="erm"),
+        "ray": dict(fast, method="dann"),
     }
-    rows = []
-    for name, cfg in configs.items():
-        rows.append(
-            {
-                "config": name,
-                "batch": f"{cfg['batch']}+{cfg['batch']}",
-                "images_per_s": round(measure(cfg), 1),
-            }
-        )
-        print(rows[-1], flush=True)
-    if not args.no_ray:
-        rows.append({"config": "shiftray step in Ray Train (1 worker)", "batch": f"{args.batch}+{args.batch}",
-                     "images_per_s": round(measure_in_ray(dict(fast, method="dann")), 1)})  # fmt: skip
-    ref = rows[0]["images_per_s"]
-    for r in rows:
-        r["vs_reference"] = round(r["images_per_s"] / ref, 2)
-    ours = rows[1]["images_per_s"]
-    ratios = {
-        "shiftray_vs_reference": round(ours / ref, 3),
-        "shiftray_vs_supervised": round(ours / rows[2]["images_per_s"], 3),
-    }
-    if not args.no_ray:
-        ratios["ray_vs_bare"] = round(rows[3]["images_per_s"] / ours, 3)
     card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"{args.model} DANN at {args.image_size} px on {card}")
-    print_table(rows, ["config", "batch", "images_per_s", "vs_reference"])
-    print(ratios)
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
     name = f"gpu-{slug}" if args.device == "cuda" else "cpu-smoke"
     out = Path(args.out_dir) / f"{name}-{datetime.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"card": card, "model": args.model, "image_size": args.image_size, "torch": torch.__version__,
-               "rows": rows, "ratios": ratios}  # fmt: skip
-    out.write_text(json.dumps(payload, indent=1))
+    rows: list[dict] = []
+
+    def save() -> dict:
+        """Rewrite the JSON after every row: a run cut off by the device's time limit keeps
+        the rows it measured (``complete`` says whether all it was asked for are there)."""
+        by = {r["row"]: r["images_per_s"] for r in rows}
+        for r in rows:
+            if "reference" in by:
+                r["vs_reference"] = round(r["images_per_s"] / by["reference"], 2)
+        ratios = {}
+        for key, num, den in [
+            ("shiftray_vs_reference", "shiftray", "reference"),
+            ("shiftray_vs_supervised", "shiftray", "supervised"),
+            ("ray_vs_bare", "ray", "shiftray"),
+        ]:
+            if num in by and den in by:
+                ratios[key] = round(by[num] / by[den], 3)
+        payload = {"card": card, "model": args.model, "image_size": args.image_size,
+                   "torch": torch.__version__, "complete": len(rows) == len(wanted),
+                   "rows": rows, "ratios": ratios}  # fmt: skip
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(out)
+        return ratios
+
+    ratios: dict = {}
+    for row in wanted:
+        cfg = configs[row]
+        ips = measure_in_ray(cfg) if row == "ray" else measure(cfg)
+        rows.append({"row": row, "config": ROWS[row], "batch": f"{cfg['batch']}+{cfg['batch']}",
+                     "images_per_s": round(ips, 1)})  # fmt: skip
+        ratios = save()
+        print(rows[-1], flush=True)
+    print(f"{args.model} DANN at {args.image_size} px on {card}")
+    print_table(rows, ["config", "batch", "images_per_s", "vs_reference"])
+    print(ratios)
     print(f"-> {out}")
 
 

@@ -17,11 +17,20 @@ def test_gpu_dann_script_smoke_on_cpu(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out,) = tmp_path.glob("cpu-smoke-*.json")
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
     assert [r["config"] for r in rows] == [
         "reference fp32 eager", "shiftray step", "supervised step", "shiftray step in Ray Train (1 worker)"
     ]  # fmt: skip
     assert all(r["images_per_s"] > 0 for r in rows)
+    assert result["complete"]
+    assert set(result["ratios"]) == {
+        "shiftray_vs_reference",
+        "shiftray_vs_supervised",
+        "ray_vs_bare",
+    }
+    bad = subprocess.run(cmd + ["--rows", "shiftray,gpu"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown ['gpu']" in bad.stderr
 
 
 def test_accuracy_summary_shows_partial_seed_counts(tmp_path):
