@@ -177,3 +177,41 @@ def test_encoded_images_are_decoded_in_the_worker(ray_session, tmp_path):
     eager = ParquetDomains.read("night", "test", ParquetDomains.Options(path=str(out)))
     np.testing.assert_allclose(test.x[np.arange(16)], eager.x, atol=1e-6)
     assert fit_local(spec).metrics["eval_count"] == 16
+
+
+def test_ranks_stopping_early_close_without_waiting_on_each_other(ray_session, shards):
+    """Both ranks stop after step 1 with reads queued into the next epoch; rank 1 reads slowly.
+    Ray Data's split barrier holds a rank's new epoch until every rank opens it, so a rank that
+    cancelled its queued reads on close left the other waiting there for ever."""
+    import threading
+    import time
+
+    import ray.data
+    from shiftray.data.sources import shard_paths
+    from shiftray.data.streaming import StreamInfo, StreamPairing
+
+    root, _ = shards
+    paths = [str(p) for p in shard_paths(root, "b", "train")][:2]  # 128 rows
+    ds = ray.data.read_parquet(paths, columns=["input", "label"], shuffle=None)
+    ds.context.execution_options.preserve_order = True
+    its = ds.streaming_split(2, equal=True)
+    info = StreamInfo(0, 128, (DIM,), encoded=False)  # 64 rows per rank, batch 16: 4 per epoch
+    closed: dict[int, float] = {}
+
+    def rank(r):
+        p = StreamPairing({"target": its[r]}, info, 16, 0, r, 2, 0, 1, read_ahead=8)
+        if r == 1:
+            read = p._inputs
+            p._inputs = lambda t: (time.sleep(0.3), read(t))[1]
+        p.batch(0), p.batch(1)  # then an early stop, decided alike on every rank
+        time.sleep(0.5)  # the evaluation before it: rank 0 reads on into the next epoch
+        t = time.perf_counter()
+        p.close()
+        closed[r] = time.perf_counter() - t
+
+    threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(closed) == [0, 1], f"close() still waiting on rank(s) { ({0, 1} - set(closed)) }"

@@ -19,6 +19,28 @@ def test_table_roundtrip_keeps_shape_labels_and_nulls():
     assert from_table(to_table(arrays.without_labels(), ["c0"])).y is None
 
 
+def test_large_inputs_are_chunked_below_the_list_offset_limit(tmp_path, monkeypatch):
+    """A list<float32> chunk addresses at most 2**31 - 1 values (int32 offsets): 60,000 RGB
+    digits at 224 px are 9e9. The limit lowered to 50 values here: 9 values a row, 5 a chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from shiftray.data import formats
+
+    monkeypatch.setattr(formats, "MAX_LIST_VALUES", 50)
+    arrays = Synthetic.read("a", "train", Synthetic.Options(n=23, dim=9))
+    table = to_table(arrays, ["c0", "c1", "c2"])
+    assert [len(c) for c in table.column("input").chunks] == [5, 5, 5, 5, 3]
+    pq.write_table(table, tmp_path / "t.parquet")
+    for t in (table, pq.read_table(tmp_path / "t.parquet")):
+        back = from_table(t)
+        np.testing.assert_array_equal(back.x, arrays.x)
+        np.testing.assert_array_equal(back.y, arrays.y)
+    # partly unlabelled: nulls come back as -1 in an int64 array (not NaN in a float one)
+    table = table.set_column(1, "label", pa.array([None, *arrays.y[1:]], pa.int64()))
+    y = from_table(table).y
+    assert y.dtype == np.int64 and y[0] == -1 and (y[1:] == arrays.y[1:]).all()
+
+
 def test_parquet_prepare_and_read_back(tmp_path):
     from shiftray.cli import main
     from shiftray.data.sources import ParquetDomains

@@ -10,7 +10,7 @@ from shiftray.cli import main
 from shiftray.config.load import spec_from_dict
 from shiftray.data.folders import ImageFolder
 from shiftray.data.loading import load_job_data
-from shiftray.data.sources import ParquetDomains
+from shiftray.data.sources import ParquetDomains, shard_paths, write_shards
 from shiftray.train.loop import train_loop_per_worker
 
 
@@ -92,6 +92,40 @@ def test_csv_and_jsonl_tables(tmp_path):
         assert a.x.shape == (10, 2) and a.y.tolist() == [i % 2 for i in range(10)]
         b = ParquetDomains.read("b", "test", ParquetDomains.Options(path=str(out)))
         assert b.x[:, 0].tolist() == [10, 11, 12, 13, 14, 15] and b.y[2] == -1
+
+
+def test_table_edge_cases_fail_naming_what_to_fix(tmp_path):
+    """JSON lines may write an unlabelled row's label as "" beside numbers; an empty feature
+    cell, or a file with no numeric feature column, fails naming the columns."""
+    from shiftray.data.folders import TableFile
+
+    jsonl = tmp_path / "mixed.jsonl"
+    rows = [{"f": float(i), "label": "" if i == 2 else i % 2, "domain": "a"} for i in range(100)]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = TableFile.read("a", "train", TableFile.Options(path=str(jsonl)))
+    assert a.y[:4].tolist() == [0, 1, -1, 1] and a.x.shape == (100, 1)
+    csv = tmp_path / "hole.csv"
+    csv.write_text("f1,f2,label,domain\n1,2,0,a\n,3,1,a\n4,5,1,b\n")
+    with pytest.raises(ValueError, match=r"1 row\(s\) of domain 'a' .*columns \['f1'\]"):
+        TableFile.read("a", "train", TableFile.Options(path=str(csv)))
+    assert TableFile.read("b", "train", TableFile.Options(path=str(csv))).x.tolist() == [[4, 5]]
+    text = tmp_path / "text.csv"
+    text.write_text("review,label,domain\ngood,1,a\nbad,0,a\n")
+    with pytest.raises(ValueError, match="no numeric feature column .*features="):
+        TableFile.read("a", "train", TableFile.Options(path=str(text)))
+
+
+def test_a_folder_name_that_is_not_utf8_is_named(tmp_path):
+    import os
+
+    root = tmp_path / "tree"
+    make_tree(root, n=1)
+    try:
+        os.mkdir(os.fsencode(root) + b"/caf\xe9")
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    with pytest.raises(ValueError, match=r"b'caf\\xe9'.*'café' in Latin-1.*rename it"):
+        ImageFolder.class_names(ImageFolder.Options(root=str(root)))
 
 
 def test_image_folder_missing_root_is_clear(tmp_path):
@@ -284,6 +318,38 @@ def test_a_streamed_source_must_be_labelled_on_every_row(tmp_path):
     assert main(["data", "prepare", "table", "-o", f"path={path}", "--out", str(out)]) == 0
     data, paths = load_stream_data(spec("a", "b"))
     assert data.extra["stream"].source_rows == 39
+    # an empty shard (every image of a split skipped) has no statistics: labelled, zero rows
+    write_shards([pq.read_table(paths["source"][0]).schema.empty_table()], out, "a", "train")
+    assert load_stream_data(spec("a", "b"))[0].extra["stream"].source_rows == 0
+
+
+def test_write_table_is_all_or_nothing(tmp_path, monkeypatch):
+    """A prepare that fails part-way (disk full, a kill) leaves the previous files, not some
+    of the new shards that would read back as a shorter domain."""
+    import pyarrow as pa
+    from shiftray.data.sources import write_table
+
+    def table(n):
+        return pa.table({"input": pa.array([[float(i)] for i in range(n)], pa.list_(pa.float32())),
+                         "label": pa.array(range(n), pa.int64())})  # fmt: skip
+
+    write_table(table(100), tmp_path, "d", "train", 25)
+    real, calls = pq.ParquetWriter.write_table, []
+
+    def failing(self, t, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return real(self, t, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
+    with pytest.raises(OSError, match="No space"):
+        write_table(table(120), tmp_path, "d", "train", 25)
+    monkeypatch.undo()
+    files = shard_paths(tmp_path, "d", "train")
+    assert [f.name for f in files] == [f"train-{i:05d}.parquet" for i in range(4)]
+    assert sum(pq.read_table(f).num_rows for f in files) == 100
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [f.name for f in files]
 
 
 def test_prepare_reads_a_chunk_at_a_time_and_a_failed_prepare_changes_nothing(tmp_path):

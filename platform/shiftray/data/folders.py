@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -54,7 +55,19 @@ class ImageFolderOptions(BaseModel):
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Sub-folders, hidden ones left out; their names become domain and class names (UTF-8)."""
+    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for d in dirs:
+        try:
+            d.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(d.name)
+            raise ValueError(
+                f"folder {raw!r} in {folder}: its name is not UTF-8 (written by a system with "
+                f"another encoding, {raw.decode('latin-1')!r} in Latin-1?); domain and class "
+                "names are text: rename it"
+            ) from None
+    return dirs
 
 
 @DATASETS.register("imagefolder")
@@ -189,10 +202,36 @@ def _read_file(path: str) -> pa.Table:
     if p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
         import pyarrow.json as pj
 
-        return pj.read_json(p)
+        try:
+            return pj.read_json(p)
+        except pa.ArrowInvalid as e:
+            if "changed from" not in str(e):
+                raise
+            return _read_mixed_jsonl(p, str(e))
     import pyarrow.csv as pc
 
     return pc.read_csv(p)
+
+
+def _read_mixed_jsonl(path: Path, why: str) -> pa.Table:
+    """JSON lines whose values change type down a column (``"label": 3`` and ``"label": ""``
+    for unlabelled rows), which Arrow's reader refuses: parsed line by line, each mixed
+    column as text (null stays null; `_label_map` reads labels as text anyway)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    types: dict[str, set[type]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if v is not None:
+                types.setdefault(k, set()).add(float if type(v) is int else type(v))
+    mixed = {k for k, t in types.items() if len(t) > 1}
+    for r in rows:
+        for k in mixed & r.keys():
+            if r[k] is not None:
+                r[k] = str(r[k])
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"{path}: cannot read it as a table ({why}; then {e})") from None
 
 
 _INT = re.compile(r"-?\d+(\.0+)?")
@@ -236,6 +275,35 @@ def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, in
     return names, {n: i for i, n in enumerate(names)} | unlabelled
 
 
+def _feature_columns(t: pa.Table, opts: TableOptions) -> list[str]:
+    reserved = {opts.label, opts.domain, opts.split}
+    cols = opts.features or [
+        f.name
+        for f in t.schema
+        if f.name not in reserved and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+    ]
+    if not cols:
+        raise ValueError(
+            f"{opts.path}: no numeric feature column (columns: {', '.join(t.column_names)}); "
+            "name them with -o features=[...] or write numbers in them"
+        )
+    if missing := [c for c in cols if c not in t.column_names]:
+        raise ValueError(f"{opts.path}: features {missing} are not columns of it")
+    return cols
+
+
+def _features(t: pa.Table, opts: TableOptions) -> np.ndarray:
+    """(N, F) float32 of the feature columns; empty cells come back as NaN."""
+    cols = _feature_columns(t, opts)
+    try:
+        arrays = [t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in cols]
+    except (ValueError, TypeError, pa.ArrowException) as e:
+        raise ValueError(
+            f"{opts.path}: feature columns {cols[:10]} are not all numeric: {e}"
+        ) from None
+    return np.stack(arrays, axis=1)
+
+
 @DATASETS.register("table")
 class TableFile(Benchmark):
     """A CSV / JSONL file: numeric features, label and domain columns."""
@@ -260,16 +328,15 @@ class TableFile(Benchmark):
         mask = np.array([str(v) == domain for v in t.column(opts.domain).to_pylist()])
         if opts.split is not None:
             mask &= np.array([str(v) == split for v in t.column(opts.split).to_pylist()])
-        reserved = {opts.label, opts.domain, opts.split}
-        cols = opts.features or [
-            f.name
-            for f in t.schema
-            if f.name not in reserved
-            and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
-        ]
-        x = np.stack(
-            [t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in cols], axis=1
-        )[mask]
+        x = _features(t, opts)[mask]
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            cols = _feature_columns(t, opts)
+            empty = [c for i, c in enumerate(cols) if not np.isfinite(x[:, i]).all()]
+            raise ValueError(
+                f"{opts.path}: {len(bad)} row(s) of domain {domain!r} have empty or non-finite "
+                f"features (columns {empty[:10]}); fill them or drop those rows"
+            )
         raw = [t.column(opts.label)[int(i)].as_py() for i in np.flatnonzero(mask)]
         ids = [index[_norm(v)] for v in raw]
         y = None if all(i == -1 for i in ids) else np.array(ids, np.int64)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+MAX_LIST_VALUES = 2**31 - 1  # what one chunk of a list<> column (int32 offsets) can address
+
 SCHEMA = pa.schema(
     [
         pa.field("input", pa.list_(pa.float32()), nullable=False),
@@ -65,12 +67,21 @@ class DomainData:
 def to_table(
     arrays: DomainArrays, classes: list[str], input_shape: tuple[int, ...] | None = None
 ) -> pa.Table:
+    """Arrays -> a table in `SCHEMA`. The ``input`` column is chunked so that each chunk's
+    32-bit list offsets stay below 2**31 values (60,000 RGB images at 224 px are 9e9)."""
     x = np.ascontiguousarray(arrays.x, dtype=np.float32)
     n = x.shape[0]
     shape = tuple(input_shape or x.shape[1:])
-    flat = pa.array(x.reshape(-1), type=pa.float32())
-    offsets = pa.array(np.arange(0, n + 1, dtype=np.int32) * int(np.prod(shape)), type=pa.int32())
-    inputs = pa.ListArray.from_arrays(offsets, flat)
+    size = int(np.prod(shape))
+    flat = x.reshape(-1)
+    per_chunk = max(1, MAX_LIST_VALUES // max(size, 1))
+    chunks = []
+    for start in range(0, n, per_chunk):
+        rows = min(per_chunk, n - start)
+        offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * size, type=pa.int32())
+        values = pa.array(flat[start * size : (start + rows) * size], type=pa.float32())
+        chunks.append(pa.ListArray.from_arrays(offsets, values))
+    inputs = pa.chunked_array(chunks, type=pa.list_(pa.float32()))
     labels = pa.nulls(n, pa.int64()) if arrays.y is None else pa.array(arrays.y, pa.int64())
     meta = {
         b"shiftray.input_shape": json.dumps(list(shape)).encode(),
@@ -80,6 +91,13 @@ def to_table(
         [inputs, labels, pa.array([arrays.domain] * n), pa.array([arrays.split] * n)],
         schema=SCHEMA.with_metadata(meta),
     )
+
+
+def label_array(labels: pa.ChunkedArray) -> np.ndarray | None:
+    """The label column as int64 with -1 for nulls (unlabelled rows), None when all are null."""
+    if labels.null_count == len(labels):
+        return None
+    return labels.fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
 
 def table_meta(table: pa.Table) -> tuple[tuple[int, ...], list[str]]:
@@ -96,11 +114,13 @@ def table_meta(table: pa.Table) -> tuple[tuple[int, ...], list[str]]:
 
 def from_table(table: pa.Table) -> DomainArrays:
     shape, _ = table_meta(table)
-    col = table.column("input").combine_chunks()
-    x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    x = x.reshape(len(table), *shape)
-    labels = table.column("label")
-    y = None if labels.null_count == len(table) else labels.to_numpy().astype(np.int64)
+    x = np.empty((len(table), *shape), np.float32)
+    row = 0
+    for chunk in table.column("input").chunks:  # chunk by chunk: no 2**31 offset overflow
+        values = chunk.flatten().to_numpy(zero_copy_only=False)
+        x[row : row + len(chunk)] = values.reshape(len(chunk), *shape)
+        row += len(chunk)
+    y = label_array(table.column("label"))
     domain = table.column("domain")[0].as_py() if len(table) else ""
     split = table.column("split")[0].as_py() if len(table) else ""
     return DomainArrays(x, y, domain, split)

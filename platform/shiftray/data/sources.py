@@ -19,30 +19,18 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
-from shiftray.data.formats import DomainArrays, from_table, table_meta
+from shiftray.data.formats import DomainArrays, from_table, label_array, table_meta
 from shiftray.registry import DATASETS
 
 
 def write_table(
     table: pa.Table, root: str | Path, domain: str, split: str, shard_rows: int = 0
 ) -> list[Path]:
-    """Write one domain split, atomically per file; ``shard_rows`` > 0 splits it into shards."""
-    folder = Path(root).expanduser() / domain
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(f"{split}*.parquet"):
-        old.unlink()
-    if shard_rows <= 0 or len(table) <= shard_rows:
-        parts = [(folder / f"{split}.parquet", table)]
-    else:
-        parts = [
-            (folder / f"{split}-{i // shard_rows:05d}.parquet", table.slice(i, shard_rows))
-            for i in range(0, len(table), shard_rows)
-        ]
-    for path, part in parts:
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(part, tmp)
-        tmp.replace(path)
-    return [p for p, _ in parts]
+    """Write one domain split; ``shard_rows`` > 0 splits it into shards of that many rows (one
+    file when it fits in one). All or nothing, as `write_shards`: an error or a kill part-way
+    leaves the split's previous files as they were."""
+    one = shard_rows <= 0 or len(table) <= shard_rows
+    return write_shards([table], root, domain, split, 0 if one else shard_rows)[0]
 
 
 def write_shards(
@@ -120,8 +108,7 @@ def decode_table(table: pa.Table, lazy_images: bool = False) -> DomainArrays:
         shape = json.loads(meta[b"shiftray.input_shape"])
         blobs = table.column("input").to_pylist()
         x = EncodedImages(blobs, shape[-1]) if lazy_images else decode_images(blobs, shape[-1])
-        labels = table.column("label")
-        y = None if labels.null_count == len(table) else labels.to_numpy()
+        y = label_array(table.column("label"))
         domain = table.column("domain")[0].as_py() if len(table) else ""
         return DomainArrays(x, y, domain, table.column("split")[0].as_py() if len(table) else "")
     return from_table(table)

@@ -18,7 +18,6 @@ batches, and draws exactly the batches the uninterrupted run drew.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from shiftray.config.schema import JobSpec
-from shiftray.data.formats import DomainArrays, DomainData
+from shiftray.data.formats import DomainArrays, DomainData, table_meta
 from shiftray.data.images import EncodedImages, decode_batch
 from shiftray.data.loading import labelled
 from shiftray.data.pairing import Augment, DABatch, augmented_batch
@@ -68,9 +67,9 @@ def _check_labelled(domain: str, paths: list[str]) -> None:
         col = meta.schema.to_arrow_schema().get_field_index("label")
         for g in range(meta.num_row_groups):
             st = meta.row_group(g).column(col).statistics
-            if st is None or not st.has_min_max or st.null_count is None:
+            if st is None or not st.has_min_max or st.null_count is None:  # e.g. an empty file
                 labels = pq.read_table(path, columns=["label"]).column("label")
-                bad = labels.null_count > 0 or pc.min(labels).as_py() < 0
+                bad = labels.null_count > 0 or (len(labels) > 0 and pc.min(labels).as_py() < 0)
             else:
                 bad = st.null_count > 0 or st.min < 0
             if bad:
@@ -95,9 +94,12 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     if METHODS.get(spec.method.name).uses_source:
         paths["source"] = _paths(root, spec.data.source)
         _check_labelled(spec.data.source, paths["source"])
-    meta = pq.read_schema(paths["target"][0]).metadata or {}
-    shape = tuple(json.loads(meta[b"shiftray.input_shape"]))
-    classes = list(json.loads(meta[b"shiftray.classes"]))
+    schema = pq.read_schema(paths["target"][0])
+    meta = schema.metadata or {}
+    try:
+        shape, classes = table_meta(schema.empty_table())
+    except ValueError as e:
+        raise ValueError(f"{paths['target'][0]}: {e}") from None
     info = StreamInfo(
         source_rows=_rows(paths["source"]) if "source" in paths else 0,
         target_rows=_rows(paths["target"]),
@@ -182,17 +184,19 @@ class ShardStream:
 
     def batch(self, step: int) -> pa.Table:
         epoch, k = divmod(step, self.batches_per_epoch)
-        if self._next_step != step or k == 0:  # a new epoch, or a jump (resume): re-open, skip
-            self._it = self._open(epoch)
-            for _ in range(k):
-                next(self._it)
-        self._next_step = step + 1
         try:
+            if self._next_step != step or k == 0:  # a new epoch, or a jump (resume): open, skip
+                self._it = self._open(epoch)
+                for _ in range(k):
+                    next(self._it)
+            self._next_step = step + 1
             return next(self._it)
         except StopIteration:
+            self._it, self._next_step = None, None
             raise RuntimeError(
-                f"streamed domain {self.name!r} ended after {k} of its {self.batches_per_epoch} "
-                "batches this epoch: the shards changed while training, or the split is uneven"
+                f"streamed domain {self.name!r} ended before batch {k + 1} of its "
+                f"{self.batches_per_epoch} this epoch: the shards changed while training (or "
+                "since the checkpoint was written), or the split is uneven"
             ) from None
 
 
@@ -219,6 +223,8 @@ class StreamPairing:
         self.steps, self.depth = steps, read_ahead
         self.device = torch.device(decode_device)
         cuda = self.device.type == "cuda"  # nvjpeg on the worker's GPU, not the thread's default
+        if cuda and self.device.index is None:  # "cuda" (no Ray): the current device, by number
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self._reader = ThreadPoolExecutor(
             1,
             "shiftray-stream",
@@ -244,7 +250,13 @@ class StreamPairing:
         self._ahead.clear()
 
     def close(self) -> None:
-        self._drain()
+        """Finish the queued reads (not cancel them: every rank has queued the same steps, and a
+        read that opens a new epoch waits at Ray Data's split barrier until every rank's does;
+        a rank that cancelled its copy would leave the others waiting there for ever), then
+        close the shard iterators."""
+        for pending in self._ahead.values():
+            pending.exception()  # waits; a failed read has nothing left to close
+        self._ahead.clear()
         self._reader.shutdown(wait=True)
         for stream in (self.src, self.tgt):
             if stream is not None:
