@@ -67,3 +67,20 @@ def test_resume_a_run_directory(capsys, tmp_path):
     assert result["step"] == 20 and result["resumed_from"] == 10
     assert main(["run", "--resume", str(tmp_path / "nothing"), "--no-ray"]) == 2
     assert "no spec.yaml" in capsys.readouterr().err
+
+
+def test_restart_also_deletes_the_checkpoints_in_storage(capsys, tmp_path):
+    """Ray Train resumes from <storage_path>/<name>: --restart that left it would resume."""
+    store = tmp_path / "store"
+    (store / "rs" / "checkpoint_00000010").mkdir(parents=True)
+    (store / "other" / "checkpoint_00000010").mkdir(parents=True)
+    spec = synthetic_spec(name="rs", train__steps=10,
+                          tracking={"wandb": "disabled", "storage_path": str(store)})  # fmt: skip
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    args = ["run", str(path), f"tracking.output_dir={tmp_path}", "--no-ray", "--quiet"]
+    assert main([*args, "--restart"]) == 0
+    assert f"--restart: deleted {store}/rs" in capsys.readouterr().out
+    assert not (store / "rs").exists() and (store / "other" / "checkpoint_00000010").is_dir()
+    assert main([*args, "--restart"]) == 0  # nothing there: nothing said
+    assert "deleted" not in capsys.readouterr().out

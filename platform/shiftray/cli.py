@@ -32,7 +32,7 @@ def print_table(rows: list[dict], columns: list[str], out=None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from shiftray.data.loading import load_job_data
     from shiftray.progress import LiveProgress
-    from shiftray.train.launch import fit, fit_local, run_dir_for
+    from shiftray.train.launch import clear_storage, fit, fit_local, run_dir_for
 
     jobs, overrides = _split_args(args.items)
     specs = [load_spec(j, overrides) for j in jobs]  # every spec is checked before Ray starts
@@ -50,6 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = run_dir_for(spec)
         if args.restart and run_dir.exists():
             shutil.rmtree(run_dir)
+        if args.restart and (gone := clear_storage(spec)):
+            print(f"--restart: deleted {gone}", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.yaml").write_text(dump_spec(spec))
         print(
@@ -225,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-ray", action="store_true", help="run the loop in this process, without Ray"
     )
     r.add_argument(
-        "--restart", action="store_true", help="delete the run directory first (no resume)"
+        "--restart",
+        action="store_true",
+        help="delete the run directory (and its checkpoints in tracking.storage_path) first: no resume",
     )
     r.add_argument("--max-failures", type=int, default=None, help="override resources.max_failures")
     r.add_argument("--quiet", action="store_true", help="no live progress")

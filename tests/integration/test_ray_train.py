@@ -130,3 +130,9 @@ def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_
     assert {k.split("/")[2] for k in keys if k.startswith("runs/remote/checkpoint_0")} == {
         "checkpoint_00000030", "checkpoint_00000045"
     }  # fmt: skip
+    # `shiftray run --restart` deletes them there too (else Ray would resume from the bucket)
+    from shiftray.train.launch import clear_storage
+
+    assert clear_storage(spec("node2", 45)) == "s3://ckpts/runs/remote"
+    assert "Contents" not in s3.list_objects_v2(Bucket="ckpts", Prefix="runs/remote/")
+    assert clear_storage(spec("node2", 45)) is None

@@ -71,6 +71,8 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("~/runs", "'~' is not expanded"),
         ("ftp://host/runs", "scheme 'ftp' is not a pyarrow.fs filesystem; allowed: file, s3"),
         ("s3://AKIA:secret@bucket/runs", "credentials in the URI"),
+        ("s3://bucket/runs?access_key=AKIA&secret_key=x", "credentials in the URI's query"),
+        ("s3://bucket/runs?region=eu-west-1&scheme=http", None),
         ("s3:///runs", "names no bucket"),
     ],
 )

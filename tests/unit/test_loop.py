@@ -191,6 +191,12 @@ def test_early_stopping_on_source_validation(tmp_path):
     assert result["stopped_early"] and result["step"] < 200
     assert "source_val_acc" in result and "target_im" in result
     assert latest_checkpoint(run_dir).name == f"checkpoint_{result['step']:08d}"
+    # run again (or restarted by Ray after the stop's checkpoint): it stays stopped there
+    (run_dir / "result.json").unlink()
+    _, again = run(tmp_path, "es", train__steps=200, train__eval_every=10,
+                   train__label_free_scores=True, **over)  # fmt: skip
+    assert again["stopped_early"] and again["step"] == again["resumed_from"] == result["step"]
+    assert latest_checkpoint(run_dir).name == f"checkpoint_{result['step']:08d}"
 
 
 def test_label_free_scores_by_hand():
@@ -229,6 +235,11 @@ def test_resuming_with_another_spec_warns_with_the_changes(tmp_path, capsys):
     assert "trained with another spec" in err
     assert "train.steps: 20 -> 40" in err and "optim.lr: 0.05 -> 0.1" in err
     assert "eval_every" not in err  # bookkeeping fields change nothing the run computes
+    es = {"early_stopping": {"metric": "target_entropy", "patience": 50}}
+    run(tmp_path, "es", train__steps=20, finetune=es)
+    capsys.readouterr()
+    run(tmp_path, "es", train__steps=40, train__eval_every=10, finetune=es)
+    assert "train.eval_every: 20 -> 10" in capsys.readouterr().err  # patience counts evals
     run(tmp_path, "same", train__steps=20)
     run(tmp_path, "same", train__steps=20, tracking={"wandb": "disabled", "project": "x"})
     assert "another spec" not in capsys.readouterr().err
@@ -264,3 +275,50 @@ def test_evaluation_runs_under_the_training_autocast():
     assert bf16["eval_count"] == 200 and abs(bf16["target_acc"] - fp32["target_acc"]) <= 2.0
     assert bf16["target_loss"] == pytest.approx(fp32["target_loss"], rel=0.02)
     assert bf16["target_entropy"] == pytest.approx(fp32["target_entropy"], rel=0.02)
+
+
+def test_resume_keeps_the_logged_means_and_takes_the_new_optimizer_settings(tmp_path):
+    """A checkpoint between two logs (every 15 vs every 10 steps) keeps the running means, so
+    the resumed run logs the losses the uninterrupted one did. Optimizer settings changed for
+    the resume (momentum, layer-wise scales) are the new spec's; the state is the checkpoint's."""
+    from shiftray.train.checkpoint import load_checkpoint
+
+    over = dict(train__steps=40, train__checkpoint_every=15, train__log_every=10,
+                train__keep_checkpoints=5)  # fmt: skip
+    full_dir, full = run(tmp_path, "full", **over)
+    part_dir, _ = run(tmp_path, "part", **over)
+    for step in (30, 40):
+        shutil.rmtree(part_dir / f"checkpoint_{step:08d}")
+    (part_dir / "result.json").unlink()
+    _, resumed = run(tmp_path, "part", **over)
+    assert resumed["resumed_from"] == 15
+
+    def losses(d):
+        rows = map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    assert losses(part_dir) == pytest.approx(losses(full_dir), abs=1e-9)
+    assert sorted(losses(part_dir)) == [10, 20, 30, 40]
+
+    import torch
+    from shiftray.methods.base import ModelInfo
+    from shiftray.models.build import build_model
+    from shiftray.registry import METHODS
+    from shiftray.train.module import TrainModule
+    from shiftray.train.optim import build_optimizer
+
+    spec = spec_from_dict(synthetic_spec(name="part", finetune={"backbone_lr_scale": 0.1},
+                                         optim={"lr": 0.05, "momentum": 0.5}))  # fmt: skip
+    data = load_job_data(spec)
+    model = build_model(spec.model, data.input_shape, data.num_classes)
+    method = METHODS.get(spec.method.name)(
+        spec.method.resolved_params(), ModelInfo(model.feature_dim, data.num_classes)
+    )
+    module = TrainModule(model, method)
+    opt = build_optimizer(module, spec)
+    want = [(g["name"], g["lr_scale"], g["momentum"]) for g in opt.param_groups]
+    load_checkpoint(latest_checkpoint(part_dir), module, opt)
+    assert [(g["name"], g["lr_scale"], g["momentum"]) for g in opt.param_groups] == want
+    assert any(g["lr_scale"] == 0.1 for g in opt.param_groups)
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    assert torch.count_nonzero(state["momentum_buffer"]) > 0  # the checkpoint's

@@ -118,8 +118,11 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return out
 
     a, b = flat(old), flat(new)
+    ignored = _BOOKKEEPING
+    if any(k.startswith("finetune.early_stopping.") for k in a.keys() | b.keys()):
+        ignored = tuple(f for f in ignored if f != "train.eval_every")  # patience counts evals
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k) and not k.startswith(_BOOKKEEPING)
+        if a.get(k) != b.get(k) and not k.startswith(ignored)
     ]

@@ -310,6 +310,14 @@ class TrackingSpec(Strict):
                 "give them to every node through the environment instead (AWS_ACCESS_KEY_ID / "
                 "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, or the node's role)"
             )
+        query = v.partition("?")[2].lower()
+        if any(k in query for k in ("key", "secret", "token", "password", "credential")):
+            raise ValueError(
+                f"{v.partition('?')[0]}?...: credentials in the URI's query would be written "
+                "into every checkpoint's spec.yaml; give them to every node through the "
+                "environment instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+                "GOOGLE_APPLICATION_CREDENTIALS, or the node's role)"
+            )
         if scheme != "file" and not authority:
             raise ValueError(f"{v!r} names no bucket or host: {scheme}://BUCKET/dir")
         return v

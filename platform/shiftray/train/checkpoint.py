@@ -170,7 +170,13 @@ def load_checkpoint(
     module.model.load_state_dict(load_file(ckpt / "model.safetensors"))
     module.method.load_state_dict(load_file(ckpt / "method.safetensors"))
     if optimizer is not None and (ckpt / "optimizer.pt").is_file():
+        # the state (momentum buffers, Adam moments) comes from the checkpoint; the settings
+        # (momentum, betas, lr_scale, decay) stay as this spec built them, as the resume
+        # warning says: load_state_dict would restore the old ones with the state
+        built = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        for group, settings in zip(optimizer.param_groups, built, strict=True):
+            group.update(settings)
     return read_state(ckpt)
 
 

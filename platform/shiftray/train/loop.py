@@ -214,7 +214,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         stopper = EarlyStopper(es.metric, es.patience, es.min_delta)
 
     # --- resume from the newest complete checkpoint, if any ---
-    start, last_eval = 0, {}
+    start, last_eval, stopped, window = 0, {}, False, {}
     resume = _resume_point(ctx, run_dir)
     if resume is not None:
         state = load_checkpoint(resume, module, optimizer)
@@ -229,6 +229,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             )
         if stopper is not None and "early_stopping" in state.extra:
             stopper.load(state.extra["early_stopping"])
+        stopped = bool(state.extra.get("stopped_early"))  # it ended there: nothing left to train
+        window = state.extra.get("log_window", {})
     step_cfg = StepConfig.from_spec(spec, ctx.device, image_model=len(data.input_shape) == 3)
     if step_cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -271,12 +273,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     fault_ckpt = _fault_hook(config, ctx.rank, "checkpoint")
 
     # --- train ---
-    sums: dict[str, float] = {}
-    n_logged, t0, t_last = 0, time.perf_counter(), time.perf_counter()
-    stopped = False
+    # the running means logged every log_every steps (a checkpoint between two logs keeps them)
+    sums: dict[str, float] = dict(window.get("sums", {}))
+    n_logged, n_timed = int(window.get("n", 0)), 0  # steps in the means, steps timed here
+    t0 = t_last = time.perf_counter()
     done = start
     try:  # the stream's reader thread stops whatever ends the loop
-        for step in range(start, total):
+        for step in range(start, start if stopped else total):
             progress = step / total
             lr = set_lr(optimizer, spec, progress)
             if method.refresh_every and step % method.refresh_every == 0:
@@ -286,15 +289,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             out = train_step(trained, optimizer, batch, progress, step_cfg, step)
             for k, v in {"loss": out.loss.detach(), **out.logs}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-            n_logged += 1
+            n_logged, n_timed = n_logged + 1, n_timed + 1
             done = step + 1
             fault_step(done)
             record: dict[str, Any] = {}
             if done % tr.log_every == 0 or done == total:
                 now = time.perf_counter()
                 record = {k: v / n_logged for k, v in sums.items()}
-                record |= {"lr": lr, "steps_per_s": n_logged / max(now - t_last, 1e-9)}
-                sums, n_logged, t_last = {}, 0, now
+                record |= {"lr": lr, "steps_per_s": n_timed / max(now - t_last, 1e-9)}
+                sums, n_logged, n_timed, t_last = {}, 0, 0, now
             is_eval = done % tr.eval_every == 0 or done == total
             is_ckpt = done % tr.checkpoint_every == 0 or done == total
             if is_eval:
@@ -323,9 +326,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             if is_ckpt:
                 ckpt = None
                 if ctx.rank == 0:
-                    extra = {"unfreeze_stage": stage_index(ft, progress)}
+                    extra = {"unfreeze_stage": stage_index(ft, progress),
+                             "log_window": {"sums": sums, "n": n_logged}}  # fmt: skip
                     if stopper is not None:
                         extra["early_stopping"] = stopper.state()
+                        extra["stopped_early"] = stopped
                     state = TrainState(done, total, tr.seed, metrics=last_eval, extra=extra)
                     ckpt = save_checkpoint(
                         run_dir,
