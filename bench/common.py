@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +41,44 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)))
 
 
+def provenance() -> dict:
+    """What a result needs to be reproduced and compared: the command, the commit, the
+    machine's CPU and core count, and the versions of what was measured."""
+    import importlib.metadata as md
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=RESULTS.parent, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    versions = {}
+    for pkg in ("torch", "torchvision", "ray", "timm", "pyarrow"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "commit": commit,
+        "machine": f"{platform.machine()} {cpu}".strip(),
+        "cpus": os.cpu_count(),
+        "versions": versions,
+    }
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        **payload,
-    }
+    payload = {"date": datetime.date.today().isoformat(), **provenance(), **payload}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1))
     print(f"-> {path}")

@@ -6,7 +6,8 @@ In one process on one device, images/s counting source + target:
 2. shiftray:  shiftray's own step (`shiftray.train.step.train_step`) at 128+128 with bf16
    autocast, channels_last and torch.compile (the spec defaults on GPU);
 3. ray:       the same step inside a Ray Train worker (TorchTrainer, one worker);
-4. supervised: the plain supervised step on the same 256 images, same settings (the ceiling).
+4. supervised: the plain supervised step on the same 256 images, same settings (the ceiling);
+5. fp32:      the reference settings at shiftray's batch (how much of the gain is the batch).
 
 DANN here: bottleneck 256, discriminator 1024-1024-1, SGD momentum 0.9 (as in the papers).
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, print_table  # noqa: E402
+from common import RESULTS, print_table, provenance  # noqa: E402
 from shiftray.config.schema import ModelSpec  # noqa: E402
 from shiftray.data.pairing import DABatch  # noqa: E402
 from shiftray.methods.base import ModelInfo  # noqa: E402
@@ -40,7 +41,7 @@ from shiftray.methods.dann import DANN, DANNParams  # noqa: E402
 from shiftray.methods.erm import ERM, ERMParams  # noqa: E402
 from shiftray.models.build import build_model  # noqa: E402
 from shiftray.train.module import TrainModule  # noqa: E402
-from shiftray.train.step import StepConfig, train_step  # noqa: E402
+from shiftray.train.step import StepConfig, compile_network, train_step  # noqa: E402
 
 
 def measure(args: dict) -> float:
@@ -68,7 +69,8 @@ def measure(args: dict) -> float:
         device_type=device.type,
         channels_last=cl,
     )
-    step_module = torch.compile(module) if args["compile"] else module
+    if args["compile"]:
+        compile_network(model)  # as the training loop does (train.compile)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2 * b, 3, size, size, generator=gen)
     y = torch.randint(0, 31, (2 * b,), generator=gen)
@@ -77,12 +79,13 @@ def measure(args: dict) -> float:
     else:
         batch = DABatch(x, y, x[:1]).to(device, cl)  # supervised on all 2b images
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    total = args["warmup"] + args["steps"]  # the progress moves every step, as in training
     for i in range(args["warmup"]):
-        train_step(step_module, opt, batch, 0.5, cfg, i)
+        train_step(module, opt, batch, i / total, cfg, i)
     sync()
     t = time.perf_counter()
-    for i in range(args["steps"]):
-        train_step(step_module, opt, batch, 0.5, cfg, i)
+    for i in range(args["warmup"], total):
+        train_step(module, opt, batch, i / total, cfg, i)
     sync()
     return 2 * b * args["steps"] / (time.perf_counter() - t)
 
@@ -124,6 +127,7 @@ ROWS = {  # --rows name -> the row's label
     "shiftray": "shiftray step",
     "supervised": "supervised step",
     "ray": "shiftray step in Ray Train (1 worker)",
+    "fp32": "fp32 eager at shiftray's batch",  # splits the gain: batch size vs the switches
 }
 
 
@@ -163,6 +167,9 @@ def main() -> None:
             channels_last=False,
             method="dann",
         ),  # fmt: skip
+        "fp32": dict(
+            common, batch=args.batch, fast=False, compile=False, channels_last=False, method="dann"
+        ),  # fmt: skip
         "shiftray": dict(fast, method="dann"),
         "supervised": dict(fast, method="erm"),
         "ray": dict(fast, method="dann"),
@@ -186,12 +193,14 @@ def main() -> None:
             ("shiftray_vs_reference", "shiftray", "reference"),
             ("shiftray_vs_supervised", "shiftray", "supervised"),
             ("ray_vs_bare", "ray", "shiftray"),
+            ("shiftray_vs_fp32_same_batch", "shiftray", "fp32"),
         ]:
             if num in by and den in by:
                 ratios[key] = round(by[num] / by[den], 3)
-        payload = {"card": card, "model": args.model, "image_size": args.image_size,
-                   "torch": torch.__version__, "complete": len(rows) == len(wanted),
-                   "rows": rows, "ratios": ratios}  # fmt: skip
+        payload = {"date": datetime.date.today().isoformat(), **provenance(), "card": card,
+                   "model": args.model, "image_size": args.image_size, "steps": args.steps,
+                   "warmup": args.warmup, "compile": not args.no_compile,
+                   "complete": len(rows) == len(wanted), "rows": rows, "ratios": ratios}  # fmt: skip
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
         tmp.replace(out)

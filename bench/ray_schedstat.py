@@ -67,6 +67,27 @@ def window(pid: int, tid: str, secs: float) -> dict[str, float]:
     }
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])  # the field after the state letter
+
+
+def own_train_worker() -> int:
+    """The Ray Train worker of the Ray this process started (its raylet is our child): on a
+    machine where another Ray runs, ``pgrep`` alone could pick that one's worker."""
+    pids = subprocess.check_output(["pgrep", "-f", "ray::RayTrainWorker"], text=True).split()
+    for pid in map(int, pids):
+        p = pid
+        while p > 1:
+            try:
+                p = _parent(p)
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            if p == os.getpid():
+                return pid
+    raise RuntimeError(f"no RayTrainWorker below this process (found {pids})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=1500)
@@ -90,7 +111,7 @@ def main() -> None:
         if tag == "bare":
             pid = os.getpid()
         else:
-            pid = int(subprocess.check_output(["pgrep", "-f", "ray::RayTrainWorker"]).split()[0])
+            pid = own_train_worker()
         rows.append({"context": name, **window(pid, busiest_thread(pid), args.window)})
         th.join()
     print(f"digits LeNet DANN, one thread, {args.window:.0f} s steady window, training thread")

@@ -20,7 +20,8 @@ def test_gpu_dann_script_smoke_on_cpu(tmp_path):
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert [r["config"] for r in rows] == [
-        "reference fp32 eager", "shiftray step", "supervised step", "shiftray step in Ray Train (1 worker)"
+        "reference fp32 eager", "shiftray step", "supervised step", "shiftray step in Ray Train (1 worker)",
+        "fp32 eager at shiftray's batch",
     ]  # fmt: skip
     assert all(r["images_per_s"] > 0 for r in rows)
     assert result["complete"]
@@ -28,7 +29,9 @@ def test_gpu_dann_script_smoke_on_cpu(tmp_path):
         "shiftray_vs_reference",
         "shiftray_vs_supervised",
         "ray_vs_bare",
+        "shiftray_vs_fp32_same_batch",
     }
+    assert result["command"].endswith(f"--out-dir {tmp_path}") and result["versions"]["torch"]
     bad = subprocess.run(cmd + ["--rows", "shiftray,gpu"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown ['gpu']" in bad.stderr
 

@@ -39,3 +39,29 @@ def test_bf16_autocast_and_channels_last_step_on_cpu():
     cfg = StepConfig(autocast_dtype=torch.bfloat16, channels_last=True)
     out = train_step(module, opt, batch.to("cpu", channels_last=True), 0.1, cfg)
     assert torch.isfinite(out.loss) and set(out.logs) >= {"cls_loss", "transfer_loss"}
+
+
+def test_compiled_network_compiles_once_while_the_progress_moves():
+    """train.compile compiles the network only: the methods' losses take the progress as a
+    Python float (GRL ramp), on which a compiled DANN module recompiled every step until
+    Dynamo's limit of 8 and then ran eager. One graph for ten progress values here, the same
+    parameters as eager, and the state_dict keys unchanged (checkpoints load either way)."""
+    import torch._dynamo
+    from shiftray.train.step import compile_network
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(1)
+    batch = DABatch(torch.randn(8, 5), torch.randint(0, 3, (8,)), torch.randn(8, 5))
+    eager, opt_e = make()
+    compiled, opt_c = make()
+    keys = list(compiled.state_dict())
+    compile_network(compiled.model)
+    for i in range(10):
+        train_step(eager, opt_e, batch, i / 10, StepConfig(), i)
+        train_step(compiled, opt_c, batch, i / 10, StepConfig(), i)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert list(compiled.state_dict()) == keys
+    for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
+        assert torch.allclose(pe, pc, atol=1e-5)

@@ -238,7 +238,9 @@ class TrainSpec(Strict):
         "LeNet x1.67, timm test_resnet x1.4, resnet18 at 64 px x0.94: bench/memory_format.py)",
     )
     compile: Literal["auto", "on", "off"] = Field(
-        "off", description="torch.compile the training module; auto = on for GPU"
+        "off",
+        description="torch.compile the network (backbone, bottleneck, head; the "
+        "methods' losses stay eager); auto = on for GPU",
     )
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
 

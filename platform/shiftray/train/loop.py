@@ -53,7 +53,7 @@ from shiftray.train.checkpoint import (
 from shiftray.train.features import cache_features
 from shiftray.train.module import TrainModule
 from shiftray.train.optim import build_optimizer, set_lr
-from shiftray.train.step import StepConfig, train_step
+from shiftray.train.step import StepConfig, compile_network, train_step
 
 
 @dataclass
@@ -235,15 +235,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if step_cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
         model.channels_last = True  # and its inputs, wherever they come from
+    if spec.train.compile == "on" or (spec.train.compile == "auto" and ctx.device.type == "cuda"):
+        compile_network(model)
     trained: torch.nn.Module = module
     if ctx.world > 1:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
-    compile_on = spec.train.compile == "on" or (
-        spec.train.compile == "auto" and ctx.device.type == "cuda"
-    )
-    if compile_on:
-        trained = torch.compile(trained)
 
     # --- data: this worker's shard of both domains, as pure functions of the step ---
     weak = build_augment("weak", data.input_shape, aug)

@@ -47,6 +47,20 @@ class StepConfig:
         )
 
 
+def compile_network(model: nn.Module) -> nn.Module:
+    """``torch.compile`` the network (backbone, bottleneck, head) in place: its state_dict keys
+    stay as they are, and DDP wraps the module around it as before.
+
+    Not the whole training module: the methods' losses take the training progress as a Python
+    float (GRL and consistency ramps), which Dynamo specialises on, so a compiled method would
+    recompile at every step until ``recompile_limit`` (8) and then run eager. The network sees
+    tensors only: one graph for training (a second for evaluation). The losses, discriminators
+    and teachers (small next to the backbone, or a second backbone for Mean Teacher) run eager.
+    """
+    model.compile()
+    return model
+
+
 def _micro_batches(batch: DABatch, n: int) -> list[DABatch]:
     if n == 1:
         return [batch]
