@@ -62,7 +62,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         stream = io.StringIO() if args.quiet else None  # quiet: progress goes nowhere
         with LiveProgress(run_dir, spec.name, spec.train.steps, stream=stream):
-            result = fit_local(spec, data) if args.no_ray else fit(spec, data, args.max_failures)
+            result = (
+                fit_local(spec, data)
+                if args.no_ray
+                else fit(spec, data, args.max_failures, fresh=args.restart)
+            )
         final = (
             json.loads((run_dir / "result.json").read_text())
             if (run_dir / "result.json").exists()

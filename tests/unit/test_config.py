@@ -84,3 +84,18 @@ def test_storage_path_is_checked_before_ray_starts(uri, ok):
         with pytest.raises(SpecError, match=r"tracking\.storage_path") as e:
             spec_from_dict(spec)
         assert ok in str(e.value)
+
+
+def test_the_workers_of_an_existing_cluster_get_settings_never_secrets(monkeypatch):
+    from shiftray.train.launch import forwarded_env
+
+    for k, v in {"SHIFTRAY_DATA_DIR": "/data", "AWS_ENDPOINT_URL_S3": "http://minio:9000",
+                 "AWS_REGION": "eu-west-1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+                 "AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "a", "WANDB_API_KEY": "k",
+                 "HF_TOKEN": "t", "HOME": "/root"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    got = forwarded_env()
+    assert {"SHIFTRAY_DATA_DIR", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "HF_HUB_OFFLINE",
+            "WANDB_MODE"} <= set(got)  # fmt: skip
+    assert not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "WANDB_API_KEY", "HF_TOKEN",
+                "HOME"} & set(got)  # fmt: skip

@@ -322,3 +322,26 @@ def test_resume_keeps_the_logged_means_and_takes_the_new_optimizer_settings(tmp_
     assert any(g["lr_scale"] == 0.1 for g in opt.param_groups)
     state = opt.state[opt.param_groups[0]["params"][0]]
     assert torch.count_nonzero(state["momentum_buffer"]) > 0  # the checkpoint's
+
+
+def test_restart_deletes_this_nodes_old_checkpoints_before_any_is_registered(tmp_path):
+    """`--restart` on a cluster: the driver deletes its run directory, but a worker on another
+    node still holds the old run's checkpoints there; with ``fresh`` it starts from step 0."""
+    run_dir, _ = run(tmp_path, "f", train__steps=20)
+    (run_dir / "result.json").unlink()
+    spec = spec_from_dict(synthetic_spec(name="f", train__steps=40))
+    result = train_loop_per_worker({"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir),
+                                    "data": load_job_data(spec), "fresh": True})  # fmt: skip
+    assert result["resumed_from"] == 0 and result["step"] == 40
+
+
+def test_a_rank_without_unlabelled_rows_still_scores_and_reduces():
+    import torch
+    from shiftray.config.schema import ModelSpec
+    from shiftray.evaluate.validators import unsupervised_scores
+    from shiftray.models.build import build_model
+
+    model = build_model(ModelSpec(backbone="mlp", bottleneck_dim=0), (3,), 4)
+    x = np.zeros((1, 3), np.float32)  # one row, two workers: rank 1 has none
+    got = unsupervised_scores(model, DomainArrays(x, None), 4, torch.device("cpu"), rank=1, world=2)
+    assert set(got) == {"target_entropy", "target_im"}  # 0/0 here; all-reduced under DDP

@@ -36,6 +36,8 @@ def unsupervised_scores(
         prob_sum = p.sum(0).cpu() if prob_sum is None else prob_sum + p.sum(0).cpu()
         count += len(x)
     model.train(was)
+    if prob_sum is None:  # no rows on this rank (fewer than the workers): it still all-reduces
+        prob_sum = torch.zeros(model.num_classes, dtype=torch.float64)
     stats = torch.cat(
         [ent_sum.view(1), torch.tensor([float(count)], dtype=torch.float64), prob_sum]
     )

@@ -56,6 +56,24 @@ def ray_env() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+FORWARDED = ("SHIFTRAY_", "HF_", "TRANSFORMERS_", "WANDB_", "AWS_ENDPOINT_URL", "AWS_REGION",
+             "AWS_DEFAULT_REGION", "TORCH_HOME", "TORCHINDUCTOR_")  # fmt: skip
+SECRET = ("KEY", "SECRET", "TOKEN", "PASSWORD")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's settings the workers of an existing cluster need (a runtime_env reaches
+    every worker process; the embedded Ray's workers inherit the driver's environment anyway):
+    data directory, hub mode, W&B mode and project, S3 endpoint and region. Never secrets
+    (``*KEY*``, ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``): a runtime_env is visible on the
+    dashboard, so credentials come from each node's own environment (a Kubernetes Secret)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(FORWARDED) and not any(w in k.upper() for w in SECRET)
+    }
+
+
 def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = False) -> None:
     ray_env()
     import ray
@@ -64,7 +82,10 @@ def ensure_ray(num_cpus: int | None = None, log_to_driver: bool = False) -> None
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        env = None
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # not a submitted job (whose
+            env = {"env_vars": forwarded_env()}  # runtime_env the workers already get)
+        ray.init(address=address, log_to_driver=log_to_driver, runtime_env=env)
         return
     tmp = os.environ.get("SHIFTRAY_RAY_TMP", "/tmp/shiftray-ray")
     ray.init(
@@ -109,12 +130,27 @@ def _warn_if_no_cpu_for_reads(training_cpus: float) -> None:
         )
 
 
+def _warn_if_nodes_share_no_storage(spec: JobSpec, run_dir: Path) -> None:
+    import ray
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if nodes > 1 and spec.tracking.storage_path is None:
+        print(
+            f"warning: the Ray cluster has {nodes} nodes and tracking.storage_path is unset: rank "
+            f"0 writes checkpoints and results to {run_dir} on its own node, and a worker "
+            "restarted on another node cannot load them unless every node mounts that "
+            "directory; set tracking.storage_path (s3://BUCKET/dir, gs://..., or a shared mount)",
+            file=sys.stderr,
+        )
+
+
 def fit(
     spec: JobSpec, data: DomainData | None = None, max_failures: int | None = None,
-    loop_extra: dict[str, Any] | None = None,
+    loop_extra: dict[str, Any] | None = None, fresh: bool = False,
 ) -> FitResult:  # fmt: skip
     """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers. ``loop_extra`` adds
-    keys to the loop's config (tests use it to inject faults)."""
+    keys to the loop's config (tests use it to inject faults); ``fresh`` (``--restart``): no
+    worker resumes from checkpoints of an earlier run left on its node."""
     t0 = time.perf_counter()
     data, streamed = _job_data(spec, data)
     run_dir = run_dir_for(spec)
@@ -127,6 +163,7 @@ def fit(
     res = spec.resources
     if streamed:
         _warn_if_no_cpu_for_reads(res.num_workers * res.cpus_per_worker)
+    _warn_if_nodes_share_no_storage(spec, run_dir)
     backend = res.backend if res.backend != "auto" else ("nccl" if res.use_gpu else "gloo")
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -137,6 +174,7 @@ def fit(
             "ray": True,
             "upload_checkpoints": spec.tracking.storage_path is not None,
             "stream_domains": streamed.get("stream_domains", []),
+            "fresh": fresh,
             **(loop_extra or {}),
         },
         datasets=streamed.get("datasets"),

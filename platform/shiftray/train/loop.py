@@ -73,8 +73,8 @@ class WorkerContext:
             import ray.train.torch
 
             device = ray.train.torch.get_device()
-        elif spec.resources.use_gpu and torch.cuda.is_available():
-            device = torch.device("cuda")
+        elif spec.resources.use_gpu and torch.cuda.is_available():  # torchrun sets LOCAL_RANK
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         else:
             device = torch.device("cpu")
         return cls(rank, world, device, in_ray)
@@ -110,13 +110,19 @@ def _report(ctx: WorkerContext, metrics: dict[str, Any], ckpt: Path | None, uplo
     )  # fmt: skip
 
 
-def _resume_point(ctx: WorkerContext, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from, the same step on every rank (`agree_on_resume`)."""
+def _resume_point(ctx: WorkerContext, run_dir: Path, fresh: bool = False) -> Path | None:
+    """The checkpoint to resume from, the same step on every rank (`agree_on_resume`).
+    ``fresh`` (``shiftray run --restart``): until Ray has registered a checkpoint of this run,
+    the checkpoints of an earlier run left in this node's run directory are deleted, not
+    resumed from (the driver deleted its own; a worker on another node keeps its copies)."""
     reported = None
     if ctx.in_ray:
         import ray.train
 
         reported = ray.train.get_checkpoint()
+    if fresh and reported is None:
+        for old in list_checkpoints(run_dir):
+            shutil.rmtree(old, ignore_errors=True)
     recover_replaced(run_dir)
     local = {checkpoint_step(p): p for p in list_checkpoints(run_dir)}
     reported_step = checkpoint_step(reported.path) if reported is not None else None
@@ -215,7 +221,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     # --- resume from the newest complete checkpoint, if any ---
     start, last_eval, stopped, window = 0, {}, False, {}
-    resume = _resume_point(ctx, run_dir)
+    resume = _resume_point(ctx, run_dir, bool(config.get("fresh", False)))
     if resume is not None:
         state = load_checkpoint(resume, module, optimizer)
         start, last_eval = state.step, state.metrics
