@@ -58,7 +58,12 @@ def busiest_thread(pid: int, secs: float = 3.0) -> str:
 def window(pid: int, tid: str, secs: float) -> dict[str, float]:
     t0, (c0, w0, n0) = time.perf_counter(), _schedstat(pid, tid)
     time.sleep(secs)
-    t1, (c1, w1, n1) = time.perf_counter(), _schedstat(pid, tid)
+    try:
+        t1, (c1, w1, n1) = time.perf_counter(), _schedstat(pid, tid)
+    except FileNotFoundError:
+        raise SystemExit(
+            f"the training thread {pid}/{tid} ended inside the {secs:g} s window: raise --steps"
+        ) from None
     wall = t1 - t0
     return {
         "cpu": round((c1 - c0) / 1e9 / wall, 3),
@@ -90,7 +95,7 @@ def own_train_worker() -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000, help="enough to outlast the window")
     p.add_argument("--window", type=float, default=20.0)
     args = p.parse_args()
     out = tempfile.mkdtemp()

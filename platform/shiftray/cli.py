@@ -32,7 +32,8 @@ def print_table(rows: list[dict], columns: list[str], out=None) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from shiftray.data.loading import load_job_data
     from shiftray.progress import LiveProgress
-    from shiftray.train.launch import clear_storage, fit, fit_local, run_dir_for
+    from shiftray.train.launch import fit, fit_local, run_dir_for
+    from shiftray.train.storage import clear_storage, read_run_file
 
     jobs, overrides = _split_args(args.items)
     specs = [load_spec(j, overrides) for j in jobs]  # every spec is checked before Ray starts
@@ -67,11 +68,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if args.no_ray
                 else fit(spec, data, args.max_failures, fresh=args.restart)
             )
-        final = (
-            json.loads((run_dir / "result.json").read_text())
-            if (run_dir / "result.json").exists()
-            else result.metrics
-        )
+        final = result.metrics  # what rank 0 last reported
+        if (run_dir / "result.json").exists():
+            final = json.loads((run_dir / "result.json").read_text())
+        elif spec.tracking.storage_path and (raw := read_run_file(spec, "result.json")):
+            final = json.loads(raw)  # rank 0 ran on another node
+
         rows.append(
             {
                 "run": spec.name,

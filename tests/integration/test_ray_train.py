@@ -121,6 +121,11 @@ def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_
             assert f"runs/remote/checkpoint_{step:08d}/{name}" in keys
     state = s3.get_object(Bucket="ckpts", Key="runs/remote/checkpoint_00000030/state.json")
     assert json.loads(state["Body"].read())["step"] == 30
+    # the results beside them (on a cluster rank 0's run directory is on another node)
+    from shiftray.train.storage import read_run_file
+
+    assert {"runs/remote/result.json", "runs/remote/metrics.jsonl"} <= keys
+    assert json.loads(read_run_file(spec("node1", 30), "result.json"))["step"] == 30
     # another machine: an empty output directory, the same bucket; the run goes on from step 30
     second = fit(spec("node2", 45))
     assert not (tmp_path / "node2" / "remote" / "checkpoint_00000015").exists()  # fetched 30 only
@@ -131,7 +136,7 @@ def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_
         "checkpoint_00000030", "checkpoint_00000045"
     }  # fmt: skip
     # `shiftray run --restart` deletes them there too (else Ray would resume from the bucket)
-    from shiftray.train.launch import clear_storage
+    from shiftray.train.storage import clear_storage
 
     assert clear_storage(spec("node2", 45)) == "s3://ckpts/runs/remote"
     assert "Contents" not in s3.list_objects_v2(Bucket="ckpts", Prefix="runs/remote/")

@@ -23,23 +23,6 @@ from shiftray.data.streaming import data_config, load_stream_data, make_datasets
 from shiftray.train.loop import train_loop_per_worker
 
 
-def clear_storage(spec: JobSpec) -> str | None:
-    """Delete the run's checkpoints in ``tracking.storage_path`` (``<storage_path>/<name>``,
-    where Ray Train keeps them; a rerun would resume from there): what ``--restart`` means when
-    checkpoints live in a bucket. Returns what was deleted, None when there was nothing."""
-    uri = spec.tracking.storage_path
-    if uri is None:
-        return None
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(uri)
-    target = f"{root.rstrip('/')}/{spec.name}"
-    if fs.get_file_info(target).type == pafs.FileType.NotFound:
-        return None
-    fs.delete_dir(target)
-    return f"{uri.rstrip('/')}/{spec.name}"
-
-
 def ray_env() -> None:
     """Defaults for a local, private Ray: no token auth prompt, no usage stats, and workers at
     normal priority.

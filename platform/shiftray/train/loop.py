@@ -54,6 +54,7 @@ from shiftray.train.features import cache_features
 from shiftray.train.module import TrainModule
 from shiftray.train.optim import build_optimizer, set_lr
 from shiftray.train.step import StepConfig, compile_network, train_step
+from shiftray.train.storage import upload_run_files
 
 
 @dataclass
@@ -370,6 +371,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, run_dir / "result.json")
     tracker.close()
+    if ctx.rank == 0 and ctx.in_ray and spec.tracking.storage_path is not None:
+        upload_run_files(spec, run_dir)
     return result
 
 
