@@ -3,7 +3,8 @@ same images (the digits LeNet, source + target batch), in one process.
 
     python bench/step_overhead.py [--batch 64] [--rounds 9] [--iters 10] [--threads 1]
 
-Writes bench/results/cpu-step-overhead.json.
+Also counts each step's matmul and convolution FLOPs (forward + backward, `FlopCounterMode`):
+the ratio a step with no overhead at all would have. Writes bench/results/cpu-step-overhead.json.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, time_per_call, write_result  # noqa: E402
@@ -41,7 +43,7 @@ def main() -> None:
     x_s, x_t = torch.rand(b, 1, 28, 28), torch.rand(b, 1, 28, 28)
     y = torch.randint(0, 10, (2 * b,))
     cfg = StepConfig.from_spec(spec, torch.device("cpu"), image_model=True)  # the spec defaults
-    steps = {}
+    steps, flops = {}, {}
     for name in ("erm", "dann", "cdan", "mcc"):
         torch.manual_seed(0)
         model = build_model(spec.model, (1, 28, 28), 10)
@@ -61,6 +63,9 @@ def main() -> None:
             train_step(module, opt, batch, 0.5, cfg)
 
         steps[name] = step
+        with FlopCounterMode(display=False) as count:  # matmul / conv FLOPs, forward + backward
+            step()
+        flops[name] = count.get_total_flops()
     # interleaved rounds, so that drift of a noisy machine hits every method alike
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
@@ -74,15 +79,21 @@ def main() -> None:
                 "method": name,
                 "ms_per_step": round(1000 * sec, 2),
                 "images_per_s": round(2 * b / sec),
+                "gflop_per_step": round(flops[name] / 1e9, 3),
             }
         )
     base = rows[0]["ms_per_step"]
-    for r in rows:
+    for r in rows:  # the time ratio, and the arithmetic's: what a perfect step would cost
         r["ratio_to_erm"] = round(r["ms_per_step"] / base, 3)
+        r["flop_ratio_to_erm"] = round(r["gflop_per_step"] / rows[0]["gflop_per_step"], 3)
     print(
         f"LeNet digits step, {b}+{b} images, {args.threads} thread(s), channels_last={cfg.channels_last}"
     )
-    print_table(rows, ["method", "ms_per_step", "images_per_s", "ratio_to_erm"])
+    print_table(
+        rows,
+        ["method", "ms_per_step", "images_per_s", "ratio_to_erm", "gflop_per_step",
+         "flop_ratio_to_erm"],
+    )  # fmt: skip
     write_result(
         "cpu-step-overhead", {"batch_per_domain": b, "threads": args.threads, "rows": rows}
     )
