@@ -65,3 +65,19 @@ def test_compiled_network_compiles_once_while_the_progress_moves():
     assert list(compiled.state_dict()) == keys
     for pe, pc in zip(eager.parameters(), compiled.parameters(), strict=True):
         assert torch.allclose(pe, pc, atol=1e-5)
+
+
+def test_channels_last_auto_follows_the_measurements():
+    """NHWC where bench/memory_format.py found it faster: GPUs, and LeNet on CPU (x1.6); not
+    timm's resnet18 on CPU (x0.84)."""
+    from conftest import synthetic_spec
+    from shiftray.config.load import spec_from_dict
+
+    def cl(backbone, device, setting="auto"):
+        spec = spec_from_dict(synthetic_spec(model={"backbone": backbone}, train__precision="fp32",
+                                             train__channels_last=setting))  # fmt: skip
+        return StepConfig.from_spec(spec, torch.device(device), image_model=True).channels_last
+
+    assert cl("lenet", "cpu") and cl("lenet", "cuda") and cl("timm/resnet18", "cuda")
+    assert not cl("timm/resnet18", "cpu") and cl("timm/resnet18", "cpu", "on")
+    assert not cl("lenet", "cpu", "off")

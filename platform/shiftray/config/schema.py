@@ -234,8 +234,9 @@ class TrainSpec(Strict):
     )
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="NHWC memory format for image models; auto = on (faster here on CPU too: "
-        "LeNet x1.67, timm test_resnet x1.4, resnet18 at 64 px x0.94: bench/memory_format.py)",
+        description="NHWC memory format for image models; auto = on GPU, and on CPU for the "
+        "lenet backbone only (bench/memory_format.py on CPU: LeNet x1.64 faster, timm resnet18 "
+        "at 64 px x0.84, slower)",
     )
     compile: Literal["auto", "on", "off"] = Field(
         "off",
