@@ -121,5 +121,9 @@ def _ref_worker(rank, world, spec_json, run_dir, data, rdzv):
     dist.init_process_group("gloo", init_method=f"file://{rdzv}", rank=rank, world_size=world)
     try:
         train_loop_per_worker({"spec": spec_json, "run_dir": run_dir, "data": data})
+        # both ranks past their last collective before either tears gloo down (a rank that
+        # destroyed its group while the other still used the pair aborted once in CI:
+        # "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
