@@ -113,3 +113,17 @@ def test_read_ahead_jumps_errors_and_close():
         q.batch(5)
     q.close()  # nothing left running
     assert not q._ahead and q._reader._shutdown
+
+
+def test_the_gpu_reader_thread_gets_a_numbered_device(monkeypatch):
+    """Without Ray a GPU worker's device is plain "cuda"; torch.cuda.set_device, the reader
+    thread's initializer, refuses a device without an index (the pool then broke at the first
+    batch). The current device's number is filled in."""
+    import torch
+    from shiftray.data.streaming import StreamInfo, StreamPairing
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    info = StreamInfo(0, 64, (2,), encoded=False)
+    p = StreamPairing({"target": object()}, info, 16, 0, 0, 1, 0, 1, decode_device="cuda")
+    assert p.device == torch.device("cuda", 3)
+    p.close()  # no read was queued: nothing to wait for
