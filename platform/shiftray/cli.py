@@ -73,7 +73,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             final = json.loads((run_dir / "result.json").read_text())
         elif spec.tracking.storage_path and (raw := read_run_file(spec, "result.json")):
             final = json.loads(raw)  # rank 0 ran on another node
-
         rows.append(
             {
                 "run": spec.name,

@@ -114,6 +114,5 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
     optimizer.step()
     inner = getattr(module, "module", module)  # under DDP
-    inner = getattr(inner, "_orig_mod", inner)  # under torch.compile
     inner.method.after_step(inner.model, step, progress)
     return StepOutput(loss_sum, logs)
