@@ -11,22 +11,13 @@ from pathlib import Path
 
 from shiftray.config.load import SpecError, dump_spec, load_spec
 from shiftray.data.files import DataNotFoundError
+from shiftray.display import print_table  # rich on a terminal, plain text otherwise
 
 
 def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
     jobs = [a for a in items if "=" not in a]
     overrides = [a for a in items if "=" in a]
     return jobs, overrides
-
-
-def print_table(rows: list[dict], columns: list[str], out=None) -> None:
-    out = out or sys.stdout
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-    out.write(line + "\n" + "  ".join("-" * w for w in widths) + "\n")
-    for row in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

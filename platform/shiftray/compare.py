@@ -171,7 +171,7 @@ def compare(
 def write_outputs(
     out_dir: Path, base: JobSpec, rows: list[dict], table: list[dict], seconds: float
 ) -> None:
-    from shiftray.report.svg import bar_chart
+    from shiftray.report.plots import bar_chart
 
     (out_dir / "compare.json").write_text(
         json.dumps({"job": base.name, "seconds": seconds, "runs": rows}, indent=1)
@@ -182,8 +182,8 @@ def write_outputs(
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in table]
     md += ["", f"{len(rows)} runs in {seconds:.0f} s."]
     (out_dir / "compare.md").write_text("\n".join(md) + "\n")
-    svg = bar_chart(
+    bar_chart(
+        out_dir / "compare.svg",
         [r["strategy"] for r in table], [r["_mean"] for r in table], [r["_std"] for r in table],
         f"{base.data.source} -> {base.data.target}: target accuracy", "target accuracy (%)",
     )  # fmt: skip
-    (out_dir / "compare.svg").write_text(svg)
