@@ -106,10 +106,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from shiftray.registry import BACKBONES, DATASETS, METHODS, load_all
+    from shiftray.registry import BACKBONES, DATASETS, METHODS, VALIDATORS
 
-    load_all()
-    for title, reg in (("backbones", BACKBONES), ("methods", METHODS), ("datasets", DATASETS)):
+    regs = (("backbones", BACKBONES), ("methods", METHODS), ("datasets", DATASETS))
+    for title, reg in (*regs, ("validators", VALIDATORS)):
         print(f"{title}:")
         for name, doc in reg.describe():
             print(f"  {name:<16} {doc}")
@@ -135,9 +135,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
     from shiftray.data.formats import to_table
     from shiftray.data.sources import shard_paths, write_shards, write_table
-    from shiftray.registry import DATASETS, load_all
+    from shiftray.registry import DATASETS
 
-    load_all()
     bench = DATASETS.get(args.benchmark)
     opts = bench.Options.model_validate(_bench_opts(args.option))
     domains = args.domains or bench.domains(opts)
@@ -173,9 +172,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from shiftray.registry import DATASETS, load_all
+    from shiftray.registry import DATASETS
 
-    load_all()
     if Path(args.benchmark).is_dir():
         bench, opts = DATASETS.get("parquet"), {"path": args.benchmark}
     else:

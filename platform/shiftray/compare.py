@@ -24,7 +24,7 @@ from typing import Any
 
 from shiftray.config.load import SpecError, apply_overrides, spec_from_dict
 from shiftray.config.schema import JobSpec
-from shiftray.registry import METHODS, load_all
+from shiftray.registry import METHODS
 
 ERM = ["method.name=erm", "method.params={}"]
 STRATEGIES: dict[str, list[str]] = {
@@ -48,7 +48,6 @@ class Variant:
 
 
 def strategy_overrides(name: str, base: JobSpec) -> list[str]:
-    load_all()
     if name in STRATEGIES:
         return STRATEGIES[name]
     if name in METHODS:

@@ -1,15 +1,56 @@
 """Registries by short name: everything a job spec can name is looked up here.
 
-A `Registry` maps a name to a factory. Unknown names raise a `KeyError` that lists what is
-registered, so a typo in a job spec tells the user what they could have written.
+A `Registry` maps a name to a lazy entry, ``"module:attr"``, imported on the first `get` and
+cached. The built-in entries are the strings in `BUILTIN` below, so this bottom layer imports
+nothing: validating a spec that names lenet and dann never imports timm or another method's
+torch code. Packages outside shiftray add entries through Python entry points (groups
+``shiftray.methods``, ``shiftray.backbones``, ``shiftray.datasets``, ``shiftray.validators``),
+read on first use; a plugin name that clashes with another entry is an error naming both.
+Unknown names raise `UnknownNameError`, which lists what is registered, so a typo in a job spec
+tells the user what they could have written.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 from collections.abc import Callable, Iterator
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+# name -> "module:attr", per registry: the single list of what shiftray ships
+BUILTIN: dict[str, dict[str, str]] = {
+    "backbone": {
+        "lenet": "shiftray.models.backbones:lenet",
+        "mlp": "shiftray.models.backbones:mlp",
+    },
+    "method": {
+        "erm": "shiftray.methods.erm:ERM",
+        "dann": "shiftray.methods.dann:DANN",
+        "cdan": "shiftray.methods.cdan:CDAN",
+        "mcc": "shiftray.methods.mcc:MCC",
+        "self_training": "shiftray.methods.self_training:SelfTraining",
+        "fixmatch": "shiftray.methods.consistency:FixMatch",
+        "mean_teacher": "shiftray.methods.consistency:MeanTeacher",
+        "shot": "shiftray.methods.shot:SHOT",
+        "distill": "shiftray.methods.distill:Distill",
+    },
+    "dataset": {
+        "digits": "shiftray.data.benchmarks:Digits",
+        "amazon": "shiftray.data.benchmarks:AmazonReviews",
+        "office_caltech": "shiftray.data.benchmarks:OfficeCaltech10",
+        "imagefolder": "shiftray.data.folders:ImageFolder",
+        "table": "shiftray.data.folders:TableFile",
+        "parquet": "shiftray.data.sources:ParquetDomains",
+        "synthetic": "shiftray.data.synthetic:Synthetic",
+    },
+    "validator": {
+        "entropy": "shiftray.evaluate.validators:entropy_validator",
+        "im": "shiftray.evaluate.validators:im_validator",
+    },
+}
 
 
 class UnknownNameError(ValueError, KeyError):
@@ -19,53 +60,135 @@ class UnknownNameError(ValueError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RegistryError(ValueError):
+    """A plugin clashes with another entry, or an entry cannot be imported."""
+
+
+def _resolve(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
 class Registry(Generic[T]):
-    """A name -> object table with helpful errors."""
+    """A name -> lazy entry table with helpful errors.
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, T] = {}
-        self._docs: dict[str, str] = {}
+    Entries are ``"module:attr"`` strings (built-ins, `add`), entry points (plugins) or objects
+    (`register` as a decorator, for code that builds its own). `names` and `__contains__` never
+    import an entry; `get` imports one; `describe` imports all (for docstrings in `shiftray ls`).
+    """
 
-    def register(self, name: str, doc: str | None = None) -> Callable[[T], T]:
+    def __init__(self, kind: str, group: str, builtin: dict[str, str] | None = None) -> None:
+        self.kind, self.group = kind, group
+        self._entries: dict[str, str | EntryPoint | T] = dict(builtin or {})
+        self._own = dict(self._entries)  # what a reset keeps: built-ins and registered objects
+        self._loaded: dict[str, T] = {}
+        self._scanned = False
+
+    def add(self, name: str, target: str | T) -> None:
+        if name in self._entries:
+            raise RegistryError(
+                f"{self.kind} {name!r} is registered twice: {self._where(name)} and "
+                f"{self._show(target)}"
+            )
+        self._entries[name] = self._own[name] = target
+
+    def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = obj
-            text = doc if doc is not None else (getattr(obj, "__doc__", None) or "")
-            self._docs[name] = text.strip().splitlines()[0] if text.strip() else ""
+            self.add(name, obj)
             return obj
 
         return deco
 
-    def get(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
+    def reset(self) -> None:
+        """Forget loaded entries and plugins (entry points are read again on next use)."""
+        self._entries, self._loaded, self._scanned = dict(self._own), {}, False
+
+    def _show(self, target: Any) -> str:
+        if isinstance(target, EntryPoint):
+            dist = target.dist.name if target.dist else "?"
+            return f"{target.value} (plugin {dist}, entry point group {self.group})"
+        if isinstance(target, str):
+            return target
+        return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', target)}"
+
+    def _where(self, name: str) -> str:
+        return self._show(self._entries[name])
+
+    def _scan(self) -> None:
+        """Add the entry points of this registry's group, once; a clash fails every use until
+        the plugin is renamed (a half-read table would make names depend on the order)."""
+        if self._scanned:
+            return
+        found: dict[str, EntryPoint] = {}
+        for ep in entry_points(group=self.group):
+            if ep.name in self._entries or ep.name in found:
+                other = self._show(found.get(ep.name) or self._entries[ep.name])
+                builtin = "the built-in " if ep.name in BUILTIN.get(self.kind, {}) else ""
+                raise RegistryError(
+                    f"{self.kind} {ep.name!r} of {self._show(ep)} clashes with {builtin}"
+                    f"{other}; rename one of them"
+                )
+            found[ep.name] = ep
+        self._entries.update(found)
+        self._scanned = True
+
+    def check(self, name: str) -> str:
+        """``name`` if registered (nothing imported), else `UnknownNameError`."""
+        if name not in self:
+            close = difflib.get_close_matches(name, self.names(), n=3)
+            hint = f"; closest: {', '.join(close)}" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
-            ) from None
+                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}{hint}"
+            )
+        return name
+
+    def get(self, name: str) -> T:
+        if name in self._loaded:
+            return self._loaded[name]
+        entry = self._entries[self.check(name)]
+        try:
+            if isinstance(entry, EntryPoint):
+                obj = entry.load()
+            else:
+                obj = _resolve(entry) if isinstance(entry, str) else entry
+        except (ImportError, AttributeError) as e:
+            raise RegistryError(
+                f"{self.kind} {name!r}: cannot load {self._show(entry)}: {e}"
+            ) from e
+        self._loaded[name] = obj
+        return obj
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        self._scan()
+        return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        self._scan()
+        return sorted(self._entries)
 
     def describe(self) -> list[tuple[str, str]]:
-        return [(n, self._docs[n]) for n in self.names()]
+        """(name, first docstring line) for each entry: imports every one."""
+        out = []
+        for n in self.names():
+            doc = (getattr(self.get(n), "__doc__", None) or "").strip()
+            out.append((n, doc.splitlines()[0] if doc else ""))
+        return out
 
 
-BACKBONES: Registry[Any] = Registry("backbone")
-METHODS: Registry[Any] = Registry("method")
-DATASETS: Registry[Any] = Registry("dataset")
+BACKBONES: Registry[Any] = Registry("backbone", "shiftray.backbones", BUILTIN["backbone"])
+METHODS: Registry[Any] = Registry("method", "shiftray.methods", BUILTIN["method"])
+DATASETS: Registry[Any] = Registry("dataset", "shiftray.datasets", BUILTIN["dataset"])
+VALIDATORS: Registry[Any] = Registry("validator", "shiftray.validators", BUILTIN["validator"])
+REGISTRIES = (BACKBONES, METHODS, DATASETS, VALIDATORS)
 
 
-def load_all() -> None:
-    """Import the modules whose import registers components (cheap: no torch model is built)."""
-    from shiftray.data import benchmarks, folders, sources, synthetic  # noqa: F401
-    from shiftray.methods import cdan, consistency, dann, distill, erm, mcc, self_training, shot  # noqa: F401
-    from shiftray.models import backbones  # noqa: F401
+def reset_all() -> None:
+    """Forget every registry's loaded entries and plugins (tests that install plugins)."""
+    for reg in REGISTRIES:
+        reg.reset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from shiftray.config.schema import JobSpec
+from shiftray.registry import DATASETS
 
 
 class SpecError(ValueError):
@@ -51,31 +53,41 @@ def _format(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def _prefix_method_params(raw: dict[str, Any], origin: str) -> None:
-    """Validate method.params by themselves so their errors carry the full dotted path."""
-    method = raw.get("method") or {}
-    if not isinstance(method, dict):
-        return
-    from shiftray.registry import METHODS, load_all
-
-    load_all()
-    name = method.get("name", "erm")
-    if name not in METHODS:
-        return
-    try:
-        METHODS.get(name).Params.model_validate(method.get("params") or {})
-    except ValidationError as e:
-        lines = [f"invalid job spec {origin}:"]
-        for x in e.errors():
-            loc = ".".join(["method", "params", *(str(p) for p in x["loc"])])
-            lines.append(f"  {loc}: {x['msg']} (got {x.get('input')!r})")
-        raise SpecError("\n".join(lines)) from None
+def drop_foreign_options(
+    raw: dict[str, Any], merged: dict[str, Any], overrides: list[str]
+) -> dict[str, Any]:
+    """When overrides change ``data.benchmark``, drop the spec file's reader options that the new
+    benchmark does not have (digits' image_size under parquet), with a one-line notice on
+    stderr naming them. Options the overrides set themselves are kept, and checked."""
+    before = raw.get("data") if isinstance(raw, dict) else None
+    old = before.get("benchmark", "digits") if isinstance(before, dict) else None
+    data = merged.get("data") if isinstance(merged, dict) else None
+    if old is None or not isinstance(data, dict) or data.get("benchmark", "digits") == old:
+        return merged
+    new, options = data.get("benchmark"), data.get("options")
+    if not isinstance(options, dict) or not isinstance(new, str) or new not in DATASETS:
+        return merged  # validation names what is wrong with them
+    given = set()
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[:2] == ["data", "options"]:
+            given |= set(path[2:3]) or set(value if isinstance(value, dict) else ())
+    accepts = DATASETS.get(new).Options.model_fields
+    dropped = [k for k in options if k not in accepts and k not in given]
+    if dropped:
+        merged = copy.deepcopy(merged)
+        merged["data"]["options"] = {k: v for k, v in options.items() if k not in dropped}
+        print(
+            f"notice: data.benchmark={new} has no option {', '.join(dropped)} "
+            f"(set for {old}): dropped",
+            file=sys.stderr,
+        )
+    return merged
 
 
 def spec_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> JobSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"invalid job spec {origin}: the top level must be a mapping")
-    _prefix_method_params(raw, origin)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as e:
@@ -90,7 +102,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise SpecError(f"job spec {path} is not valid YAML: {e}") from None
-    return spec_from_dict(apply_overrides(raw, overrides or []), str(path))
+    merged = drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
+    return spec_from_dict(merged, str(path))
 
 
 def dump_spec(spec: JobSpec) -> str:

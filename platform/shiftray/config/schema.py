@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from shiftray.registry import BACKBONES, DATASETS, METHODS, load_all
+from shiftray.config.components import check_timm_name, nested_error, validate_options
+from shiftray.registry import BACKBONES, DATASETS, METHODS
 
 # pyarrow.fs.FileSystem.from_uri's schemes (ADLS: abfs/abfss; HDFS needs libhdfs on the nodes)
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -49,7 +50,9 @@ class DataSpec(Strict):
     benchmark: str = Field("digits", description="registered dataset (shiftray ls)")
     source: str = Field(..., description="source domain (labelled)")
     target: str = Field(..., description="target domain (its labels are never read in training)")
-    options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="reader options", validate_default=True
+    )
     source_val_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="labelled source held out for validation"
     )
@@ -58,22 +61,30 @@ class DataSpec(Strict):
     @field_validator("benchmark")
     @classmethod
     def _known_benchmark(cls, v: str) -> str:
-        load_all()
-        DATASETS.get(v)
+        return DATASETS.check(v)
+
+    @field_validator("options")
+    @classmethod
+    def _benchmark_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked against the chosen benchmark's Options (errors at data.options.<key>)."""
+        if "benchmark" in info.data:  # else the benchmark's own error says what is registered
+            name = info.data["benchmark"]
+            validate_options(DATASETS.get(name).Options, v, f"dataset {name!r}", "an option")
         return v
 
     @model_validator(mode="after")
     def _known_domains(self) -> DataSpec:
         bench = DATASETS.get(self.benchmark)
-        opts = bench.Options.model_validate(self.options)
-        domains = bench.domains(opts)
-        for field in ("source", "target"):
-            value = getattr(self, field)
-            if domains is not None and value not in domains:
-                raise ValueError(
-                    f"{field}={value!r} is not a domain of {self.benchmark!r}; "
-                    f"allowed: {', '.join(domains)}"
-                )
+        domains = bench.domains(bench.Options.model_validate(self.options))
+        if domains is None:
+            return self
+        bad = [
+            ((f,), f"not a domain of {self.benchmark!r}; allowed: {', '.join(domains)}", v)
+            for f, v in (("source", self.source), ("target", self.target))
+            if v not in domains
+        ]
+        if bad:
+            raise nested_error("data", bad)
         return self
 
 
@@ -93,30 +104,31 @@ class ModelSpec(Strict):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
-        load_all()
         if v.startswith("timm/"):
+            check_timm_name(v.removeprefix("timm/"))
             return v
-        BACKBONES.get(v)
-        return v
+        return BACKBONES.check(v)
 
 
 class MethodSpec(Strict):
     """The adaptation method and its hyper-parameters (validated by the method's Params)."""
 
     name: str = "erm"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("name")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        load_all()
-        METHODS.get(v)
-        return v
+        return METHODS.check(v)
 
-    @model_validator(mode="after")
-    def _valid_params(self) -> MethodSpec:
-        self.resolved_params()
-        return self
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked against the method's Params (errors at method.params.<key>)."""
+        if "name" in info.data:  # else the name's own error says what is registered
+            name = info.data["name"]
+            validate_options(METHODS.get(name).Params, v, f"method {name!r}", "a parameter")
+        return v
 
     def resolved_params(self) -> BaseModel:
         return METHODS.get(self.name).Params.model_validate(self.params)

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.files import RemoteFile, find_files
 from shiftray.data.formats import DomainArrays, to_table
-from shiftray.registry import DATASETS
 
 GH = "https://raw.githubusercontent.com"
 
@@ -133,7 +132,6 @@ def read_libsvm_dense(
     return x, y
 
 
-@DATASETS.register("digits")
 class Digits(Benchmark):
     """MNIST <-> USPS handwritten digits (grey images in [0, 1], resized to image_size).
 
@@ -195,7 +193,6 @@ AMAZON_SHA = {
 }
 
 
-@DATASETS.register("amazon")
 class AmazonReviews(Benchmark):
     """Amazon multi-domain sentiment (Blitzer et al., ACL 2007), 5,000-d bag of uni/bigrams.
 
@@ -254,7 +251,6 @@ OFFICE_FILES = {
 }
 
 
-@DATASETS.register("office_caltech")
 class OfficeCaltech10(Benchmark):
     """Office-Caltech10 with 800-bin SURF bag-of-words features (Gong et al., CVPR 2012).
 

@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays
 from shiftray.data.images import _torchvision, checked_bytes, decode_images
-from shiftray.registry import DATASETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -70,7 +69,6 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return dirs
 
 
-@DATASETS.register("imagefolder")
 class ImageFolder(Benchmark):
     """Image-folder trees root/<domain>/<class>/*.jpg (Office-31, Office-Home, DomainNet)."""
 
@@ -304,7 +302,6 @@ def _features(t: pa.Table, opts: TableOptions) -> np.ndarray:
     return np.stack(arrays, axis=1)
 
 
-@DATASETS.register("table")
 class TableFile(Benchmark):
     """A CSV / JSONL file: numeric features, label and domain columns."""
 

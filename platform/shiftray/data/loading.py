@@ -7,12 +7,11 @@ import numpy as np
 from shiftray.config.schema import DataSpec, JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
 from shiftray.data.images import EncodedImages
-from shiftray.registry import DATASETS, METHODS, load_all
+from shiftray.registry import DATASETS, METHODS
 
 
 def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
     """``with_source=False`` (source-free methods) never opens the source domain's files."""
-    load_all()
     bench = DATASETS.get(spec.benchmark)
     opts = bench.Options.model_validate(spec.options)
     cache: dict[tuple[str, str], DomainArrays] = {}
@@ -66,5 +65,4 @@ def split_holdout(
 
 def load_job_data(spec: JobSpec) -> DomainData:
     """The data a job needs: without the source when its method is source-free."""
-    load_all()
     return load_domain_data(spec.data, with_source=METHODS.get(spec.method.name).uses_source)

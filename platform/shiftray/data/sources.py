@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays, from_table, label_array, table_meta
-from shiftray.registry import DATASETS
 
 
 def write_table(
@@ -119,7 +118,6 @@ class ParquetOptions(BaseModel):
     path: str = Field(..., description="directory with <domain>/<split>[-NNNNN].parquet")
 
 
-@DATASETS.register("parquet")
 class ParquetDomains(Benchmark):
     """Domain tables written by `shiftray data prepare` (or by you, in the same schema)."""
 

@@ -36,7 +36,7 @@ from shiftray.data.images import EncodedImages, decode_batch
 from shiftray.data.loading import labelled
 from shiftray.data.pairing import Augment, DABatch, augmented_batch
 from shiftray.data.sources import ParquetDomains, shard_paths
-from shiftray.registry import METHODS, load_all
+from shiftray.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,6 @@ def _rows(paths: list[str]) -> int:
 def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     """DomainData for a streamed job (source / target training splits empty, described by
     ``extra["stream"]``; the target test split in memory) and the shard paths per domain."""
-    load_all()
     root = ParquetDomains.Options.model_validate(spec.data.options).path
     paths = {"target": _paths(root, spec.data.target)}
     if METHODS.get(spec.method.name).uses_source:

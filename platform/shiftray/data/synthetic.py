@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays
-from shiftray.registry import DATASETS
 
 
 class SyntheticOptions(BaseModel):
@@ -28,7 +27,6 @@ class SyntheticOptions(BaseModel):
     seed: int = 0
 
 
-@DATASETS.register("synthetic")
 class Synthetic(Benchmark):
     """Generated Gaussian blobs with a rotated, shifted target domain (for tests)."""
 

@@ -73,3 +73,15 @@ class EarlyStopper:
         else:
             self.bad += 1
         return self.bad >= self.patience
+
+
+# Validators by name (registry VALIDATORS, entry point group shiftray.validators): each maps
+# `unsupervised_scores` to one number, higher is better, so a search can select on any of them.
+def entropy_validator(scores: dict[str, float]) -> float:
+    """-target_entropy: confident target predictions score higher (Morerio et al. 2018)."""
+    return -scores["target_entropy"]
+
+
+def im_validator(scores: dict[str, float]) -> float:
+    """target_im: confident and diverse target predictions score higher (SHOT's objective)."""
+    return scores["target_im"]

@@ -26,7 +26,6 @@ from torch import nn
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy, grad_reverse, sigmoid_ramp
 from shiftray.models.heads import DomainDiscriminator
-from shiftray.registry import METHODS
 
 
 class CDANParams(BaseModel):
@@ -64,7 +63,6 @@ class MultilinearMap(nn.Module):
         return torch.bmm(g.unsqueeze(2), f.unsqueeze(1)).flatten(1)
 
 
-@METHODS.register("cdan")
 class CDAN(AdaptationMethod):
     """Conditional adversarial adaptation (Long et al., NeurIPS 2018); CDAN+E with entropy: true."""
 

@@ -40,7 +40,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import frozen
-from shiftray.registry import METHODS
 
 
 class FixMatchParams(BaseModel):
@@ -52,7 +51,6 @@ class FixMatchParams(BaseModel):
     )
 
 
-@METHODS.register("fixmatch")
 class FixMatch(AdaptationMethod):
     """FixMatch consistency: confident weak-view pseudo-labels train the strong view."""
 
@@ -98,7 +96,6 @@ def rampup_weight(progress: float, length: float) -> float:
     return math.exp(-5.0 * (1.0 - progress / length) ** 2)
 
 
-@METHODS.register("mean_teacher")
 class MeanTeacher(AdaptationMethod):
     """Self-ensembling: an EMA teacher's predictions on a weak view supervise the student."""
 

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import grad_reverse, sigmoid_ramp
 from shiftray.models.heads import DomainDiscriminator
-from shiftray.registry import METHODS
 
 
 class DANNParams(BaseModel):
@@ -51,7 +50,6 @@ def domain_adversarial_loss(
     return loss, acc
 
 
-@METHODS.register("dann")
 class DANN(AdaptationMethod):
     """Domain-adversarial neural network (Ganin et al., JMLR 2016), gradient reversal."""
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import frozen
-from shiftray.registry import METHODS
 
 
 class DistillParams(BaseModel):
@@ -39,7 +38,6 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Ten
     )
 
 
-@METHODS.register("distill")
 class Distill(AdaptationMethod):
     """Soft-target distillation (Hinton et al. 2015) from a frozen teacher checkpoint."""
 

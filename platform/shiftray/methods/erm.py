@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
-from shiftray.registry import METHODS
 
 
 class ERMParams(BaseModel):
@@ -14,7 +13,6 @@ class ERMParams(BaseModel):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 for SHOT's source model")
 
 
-@METHODS.register("erm")
 class ERM(AdaptationMethod):
     """Source only: L = CE_eps(h(x_s), y_s), eps = label smoothing. Target data is not used.
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy
-from shiftray.registry import METHODS
 
 
 class MCCParams(BaseModel):
@@ -39,7 +38,6 @@ def class_confusion(logits_t: torch.Tensor, temperature: float) -> torch.Tensor:
     return (conf.sum() - torch.trace(conf)) / c
 
 
-@METHODS.register("mcc")
 class MCC(AdaptationMethod):
     """Minimum class confusion (Jin et al., ECCV 2020): no discriminator, one extra loss."""
 

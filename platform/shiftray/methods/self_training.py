@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
-from shiftray.registry import METHODS
 
 
 class SelfTrainingParams(BaseModel):
@@ -53,7 +52,6 @@ def select_pseudo_labels(
     return pseudo, mask.float()
 
 
-@METHODS.register("self_training")
 class SelfTraining(AdaptationMethod):
     """Pseudo-label self-training with a confidence curriculum and class-balanced selection."""
 

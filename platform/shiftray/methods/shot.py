@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy
-from shiftray.registry import METHODS
 
 
 class SHOTParams(BaseModel):
@@ -53,7 +52,6 @@ def cluster_pseudo_labels(
     return labels
 
 
-@METHODS.register("shot")
 class SHOT(AdaptationMethod):
     """Source-free hypothesis transfer (Liang et al., ICML 2020): IM loss + clustered labels."""
 

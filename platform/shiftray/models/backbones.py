@@ -37,7 +37,6 @@ def groups_by_child(module: nn.Module) -> list[list[str]]:
     return groups
 
 
-@BACKBONES.register("lenet")
 def lenet(input_shape, pretrained=False, channels=(20, 50), dropout=0.5) -> Backbone:
     """LeNet-style CNN for digits (LeCun et al. 1998; the variant TLlib uses for MNIST/USPS).
 
@@ -64,7 +63,6 @@ def lenet(input_shape, pretrained=False, channels=(20, 50), dropout=0.5) -> Back
     )
 
 
-@BACKBONES.register("mlp")
 def mlp(input_shape, pretrained=False, hidden=(256,), activation="relu", dropout=0.0) -> Backbone:
     """Multi-layer perceptron over feature vectors; ``hidden=[]`` passes inputs through."""
     if pretrained:

@@ -1,0 +1,144 @@
+"""Components from outside the package: a plugin distribution declares entry points, a job spec
+names them, and they train like the built-ins. The plugin here is real files on sys.path
+(a module and its .dist-info), found by importlib.metadata the way an installed one is."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import ROOT, synthetic_spec
+from shiftray.config.load import SpecError, spec_from_dict
+from shiftray.registry import (
+    BACKBONES,
+    BUILTIN,
+    DATASETS,
+    METHODS,
+    VALIDATORS,
+    RegistryError,
+    reset_all,
+)
+
+PLUGIN = '''
+"""A method and a dataset from outside shiftray."""
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from shiftray.data.synthetic import Synthetic
+from shiftray.methods.base import AdaptationMethod, StepOutput
+
+
+class TinyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TinyMethod(AdaptationMethod):
+    """Source cross-entropy with label smoothing (a plugin)."""
+
+    Params = TinyParams
+
+    def forward(self, model, batch, progress):
+        logits, _ = model(batch.x_s)
+        loss = F.cross_entropy(logits, batch.y_s, label_smoothing=self.params.smoothing)
+        return StepOutput(loss, {"cls_loss": loss.detach()})
+
+
+class TinyBlobs(Synthetic):
+    """The synthetic blobs under another name (a plugin)."""
+
+    name = "tiny_blobs"
+'''
+
+
+def write_dist(root, name: str, entry_points: str) -> None:
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """tiny_plugin on sys.path with entry points for a method and a dataset."""
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    write_dist(
+        tmp_path,
+        "tiny_plugin",
+        """
+        [shiftray.methods]
+        tiny = tiny_plugin:TinyMethod
+        [shiftray.datasets]
+        tiny_blobs = tiny_plugin:TinyBlobs
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reset_all()
+    yield tmp_path
+    monkeypatch.undo()  # off sys.path before the registries read entry points again
+    sys.modules.pop("tiny_plugin", None)
+    reset_all()
+
+
+def test_every_builtin_entry_resolves():
+    """The table of strings is the single list of built-ins: each names a real object."""
+    for reg in (BACKBONES, METHODS, DATASETS, VALIDATORS):
+        for name in BUILTIN[reg.kind]:
+            assert reg.get(name) is not None, (reg.kind, name)
+    assert VALIDATORS.get("im")({"target_im": 0.5, "target_entropy": 0.1}) == 0.5
+
+
+def test_plugin_method_and_dataset_train(plugin, tmp_path):
+    from shiftray.train.launch import fit_local
+
+    assert "tiny" in METHODS.names() and "tiny_blobs" in DATASETS.names()
+    raw = synthetic_spec(
+        name="plugin", method={"name": "tiny", "params": {"smoothing": 0.1}},
+        data__benchmark="tiny_blobs", train__steps=6, train__eval_every=6,
+        train__checkpoint_every=6, tracking__output_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    spec = spec_from_dict(raw)
+    assert type(spec.method.resolved_params()).__name__ == "TinyParams"
+    result = fit_local(spec)
+    assert result.metrics["step"] == 6 and "target_acc" in result.metrics
+    with pytest.raises(SpecError, match=r"method\.params\.smooth: not a parameter of method "
+                       r"'tiny'; it accepts: smoothing"):  # fmt: skip
+        spec_from_dict(synthetic_spec(method={"name": "tiny", "params": {"smooth": 0.1}}))
+
+
+def test_plugin_names_are_unknown_without_the_plugin():
+    reset_all()
+    with pytest.raises(SpecError, match=r"method\.name: unknown method 'tiny'; registered: cdan"):
+        spec_from_dict(synthetic_spec(method={"name": "tiny"}))
+
+
+def test_plugin_clashing_with_a_builtin_names_both(plugin):
+    write_dist(plugin, "clash_plugin", "[shiftray.methods]\ndann = tiny_plugin:TinyMethod\n")
+    reset_all()
+    with pytest.raises(RegistryError) as e:
+        METHODS.names()
+    msg = str(e.value)
+    assert "'dann'" in msg and "tiny_plugin:TinyMethod (plugin clash_plugin" in msg
+    assert "built-in shiftray.methods.dann:DANN" in msg
+
+
+def test_plugin_that_does_not_import_names_its_entry(plugin):
+    write_dist(plugin, "broken_plugin", "[shiftray.backbones]\nbroken = no_such_module:net\n")
+    reset_all()
+    assert "broken" in BACKBONES  # listed without importing it
+    with pytest.raises(RegistryError, match=r"backbone 'broken': cannot load no_such_module:net"):
+        BACKBONES.get("broken")
+
+
+def test_validate_imports_only_the_components_the_spec_names():
+    """The registry's entries are strings: validating a lenet / dann spec imports dann and the
+    digits reader, not timm, the other methods or the image-folder reader."""
+    code = (
+        "import sys; from shiftray.cli import main; "
+        "assert main(['validate', 'jobs/digits/mnist-usps-dann.yaml']) == 0; "
+        "print(sorted(m for m in ('timm', 'shiftray.methods.cdan', 'shiftray.data.folders', "
+        "'shiftray.models.backbones', 'shiftray.methods.dann') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()[-1]
+    assert out == "['shiftray.methods.dann']"
