@@ -127,6 +127,7 @@ def test_download_is_checked_before_use(tmp_path, monkeypatch):
     monkeypatch.setenv("SHIFTRAY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("SHIFTRAY_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("shiftray.data.files.RETRIES", 0)  # no back-off sleeps here
     try:
         bad = RemoteFile("x/bad.bin", url, "0" * 64)
         with pytest.raises(DataNotFoundError, match="checksum mismatch"):
@@ -138,5 +139,14 @@ def test_download_is_checked_before_use(tmp_path, monkeypatch):
             path == tmp_path / "cache" / "x" / "good.bin"
             and path.read_bytes() == b"real benchmark bytes"
         )
+        by_md5 = RemoteFile("x/md5.bin", url, md5=hashlib.md5(b"real benchmark bytes").hexdigest())
+        assert find_files("t", [by_md5])[0].read_bytes() == b"real benchmark bytes"
+        gone = RemoteFile("x/gone.bin", url.replace("f.bin", "gone.bin"), "0" * 64)
+        with pytest.raises(DataNotFoundError, match=r"download failed: 404 .*gone\.bin"):
+            find_files("t", [gone])
+        assert sorted(p.name for p in (tmp_path / "cache" / "x").iterdir()) == [
+            "good.bin",
+            "md5.bin",
+        ]
     finally:
         server.shutdown()
