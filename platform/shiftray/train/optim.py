@@ -18,14 +18,16 @@ from shiftray.train.module import TrainModule
 
 
 def lr_factor(opt: OptimSpec, progress: float) -> float:
-    """schedule(p): constant 1; inv (1 + gamma p)^-power (DANN); cosine 0.5 (1 + cos(pi p))."""
+    """schedule(p): p / warmup during warmup, then, with q = (p - warmup) / (1 - warmup):
+    constant 1; inv (1 + gamma q)^-power (DANN); cosine 0.5 (1 + cos(pi q)). Both decays start
+    at 1 where warmup ends (no jump); q = p without warmup."""
     if opt.warmup and progress < opt.warmup:
         return progress / opt.warmup
     if opt.schedule == "constant":
         return 1.0
-    if opt.schedule == "inv":
-        return (1.0 + opt.inv_gamma * progress) ** (-opt.inv_power)
     q = (progress - opt.warmup) / (1.0 - opt.warmup)
+    if opt.schedule == "inv":
+        return (1.0 + opt.inv_gamma * q) ** (-opt.inv_power)
     return 0.5 * (1.0 + math.cos(math.pi * q))
 
 
