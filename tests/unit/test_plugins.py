@@ -142,3 +142,23 @@ def test_validate_imports_only_the_components_the_spec_names():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.splitlines()[-1]
     assert out == "['shiftray.methods.dann']"
+
+
+def test_registry_entries_are_lazy_strings_or_registered_objects():
+    import json
+
+    from shiftray.registry import Registry, UnknownNameError
+
+    reg = Registry("thing", "shiftray.no_such_group", {"dumps": "json:dumps"})
+
+    @reg.register("loads")
+    def loads(text):
+        """Parse JSON (registered by decorator)."""
+        return json.loads(text)
+
+    assert reg.names() == ["dumps", "loads"] and reg.get("dumps") is json.dumps
+    assert reg.describe()[1] == ("loads", "Parse JSON (registered by decorator).")
+    with pytest.raises(RegistryError, match=r"thing 'dumps' is registered twice: json:dumps and"):
+        reg.add("dumps", "json:loads")
+    with pytest.raises(UnknownNameError, match=r"registered: dumps, loads; closest: loads"):
+        reg.get("load")
