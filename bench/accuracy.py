@@ -3,13 +3,20 @@
 Runs the job specs in jobs/ in-process (the same training loop as Ray Train workers run), a
 few at a time on separate cores, and writes:
 
-- bench/results/accuracy.json: a list of {"benchmark", "task", "method", "seed", "target_acc",
-  "steps", "seconds"} (target_acc in percent, the final model: no target-label selection);
-- bench/results/accuracy.md: mean ± std per task and method beside the published figures.
+- a JSON list of {"benchmark", "task", "method", "seed", "target_acc", "steps", "seconds",
+  "provenance"} (target_acc in percent, the final model: no target-label selection;
+  provenance: commit, dirty, sha256 of the resolved spec, torch and ray versions, date,
+  machine), by default a new file runs/bench/accuracy-<date>-<time>.json (or --out);
+- beside it, the .md: mean ± std per task and method beside the published figures.
+
+The committed bench/results/accuracy.json (and .md) change only with --update, which merges
+the new rows into it by (benchmark, task, method, seed).
 
     python bench/accuracy.py                       # digits + amazon, erm + dann, seeds 0 1 2
-    python bench/accuracy.py --suites digits --seeds 0
-    python bench/accuracy.py --suites office,amazon --methods shot,distill --seeds 0
+    python bench/accuracy.py --suites digits --seeds 0 --tasks mnist:usps
+    python bench/accuracy.py --suites office,amazon --methods shot,distill --seeds 0 --update
+    python bench/accuracy.py --summary-only        # the committed table, and its commits
+    python bench/accuracy.py --missing-provenance  # rows without provenance, how to redo them
 
 SHOT and distillation runs train their first phase too (the source model SHOT adapts; the DANN
 teacher of the same pair and seed), and their "seconds" include it.
@@ -18,34 +25,35 @@ teacher of the same pair and seed), and their "seconds" include it.
 from __future__ import annotations
 
 import argparse
-import json
+import datetime
+import hashlib
+import importlib.metadata as md
 import os
-import statistics
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from accuracy_results import (
+    has_provenance,
+    key,
+    provenance_summary,
+    read_rows,
+    redo_commands,
+    summary_text,
+    write_rows,
+    write_summary,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+COMMITTED = RESULTS / "accuracy.json"
+RUNS = ROOT / "runs" / "bench"  # a run's own rows by default (runs/ is not committed)
 
 AMAZON = {"b": "books", "d": "dvd", "e": "electronics", "k": "kitchen"}
 OFFICE = {"A": "amazon", "C": "caltech", "D": "dslr", "W": "webcam"}
-
-# Published figures (../shared/ANCHORS.md): TLlib digits (LeNet, full MNIST), DANN paper Table 1.
-PUBLISHED = {
-    ("digits", "mnist->usps"): {"erm": 82.1, "dann": 91.7, "cdan": 96.0},
-    ("digits", "usps->mnist"): {"erm": 74.6, "dann": 95.2, "cdan": 97.7},
-    **{
-        ("amazon", f"{s}->{t}"): {"dann": v}
-        for (s, t), v in zip(
-            [(a, b) for a in "bdek" for b in "bdek" if a != b],
-            [78.4, 73.3, 77.9, 72.3, 75.4, 78.3, 71.3, 73.8, 85.4, 70.9, 74.0, 84.3],
-            strict=True,
-        )
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ def run_task(task: Task) -> dict:
             _train(job_file(task.benchmark, task.task, "dann"), overrides, f"{tmp}/teacher")
             overrides.append(f"method.params.teacher={tmp}/teacher")
         result, steps = _train(task.job, overrides, f"{tmp}/run")
+        sha = spec_sha256(task.job, overrides, tmp)
     return {
         "benchmark": task.benchmark,
         "task": task.task,
@@ -122,127 +131,161 @@ def run_task(task: Task) -> dict:
         "target_acc": round(result["target_acc"], 3),
         "steps": steps,
         "seconds": round(time.perf_counter() - t0, 1),
+        "provenance": {"spec_sha256": sha},
     }
 
 
-def key(row: dict) -> tuple:
-    return (row["benchmark"], row["task"], row["method"], row["seed"])
+def spec_sha256(job: str, overrides: list[str], tmp: str) -> str:
+    """sha256 of the resolved spec as shiftray writes it (`dump_spec`), the run's temporary
+    folder (where a first phase's model lies) written as ``$TMP`` so that reruns compare."""
+    from shiftray.config.load import dump_spec, load_spec
+
+    spec = load_spec(ROOT / job, [*overrides, "tracking.wandb=disabled"])
+    return hashlib.sha256(dump_spec(spec).replace(tmp, "$TMP").encode()).hexdigest()
 
 
-def summarize(rows: list[dict]) -> str:
-    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for r in rows:
-        groups.setdefault((r["benchmark"], r["task"]), {}).setdefault(r["method"], []).append(
-            r["target_acc"]
-        )
-    methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "erm", m))
-    published = [m for m in methods if any(m in v for v in PUBLISHED.values())]
-    head = "| benchmark | task | " + " | ".join(f"{m} (shiftray)" for m in methods)
-    head += " | " + " | ".join(f"{m} (published)" for m in published) + " |"
-    lines = [head, "|" + "---|" * (2 + len(methods) + len(published))]
+def run_provenance() -> dict:
+    """What every row of this run shares: the commit (and whether the tree had uncommitted
+    changes), torch and ray versions, the machine; `stamp` adds the date and the spec's sha."""
+    from common import provenance  # bench/ is on sys.path, as for accuracy_results
 
-    def fmt(v: list[float]) -> str:
-        if not v:
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+        except OSError:
             return ""
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        return f"{statistics.mean(v):.1f} ± {sd:.1f} (n={len(v)})"
+        return out.stdout.strip() if out.returncode == 0 else ""
 
-    means: dict[tuple[str, str], list[float]] = {}
-    for (bench, task), by_m in sorted(groups.items()):
-        pub = PUBLISHED.get((bench, task), {})
-        cells = [fmt(by_m.get(m, [])) for m in methods] + [str(pub.get(m, "")) for m in published]
-        lines.append(f"| {bench} | {task} | " + " | ".join(cells) + " |")
-        for m in methods:
-            if by_m.get(m):
-                means.setdefault((bench, m), []).append(statistics.mean(by_m[m]))
-    for bench in sorted({b for b, _ in means}):
-        cells = []
-        for m in methods:
-            v = means.get((bench, m), [])
-            cells.append(f"**{statistics.mean(v):.1f}** ({len(v)} tasks)" if v else "")
-        pubm = {
-            m: [PUBLISHED[k][m] for k in PUBLISHED if k[0] == bench and m in PUBLISHED[k]]
-            for m in published
-        }
-        cells += [f"{statistics.mean(v):.1f}" if v else "" for v in pubm.values()]
-        lines.append(f"| {bench} | mean | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    common = provenance()
+    versions = {}
+    for pkg in ("torch", "ray"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        **versions,
+        "machine": common["machine"],
+        "cpus": common["cpus"],
+        "command": common["command"],
+    }
 
 
-def summarize_means(rows: list[dict]) -> str:
-    """One line per benchmark: each method's mean over tasks (of per-task seed means), with the
-    number of tasks and the seeds per task, so partial runs show as partial."""
-    by: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for r in rows:
-        by.setdefault((r["benchmark"], r["method"]), {}).setdefault(r["task"], []).append(
-            r["target_acc"]
-        )
-    methods = sorted({m for _, m in by}, key=lambda m: (m != "erm", m))
-    lines = ["| benchmark | " + " | ".join(methods) + " |", "|" + "---|" * (1 + len(methods))]
-    for bench in sorted({b for b, _ in by}):
-        cells = []
-        for m in methods:
-            tasks = by.get((bench, m), {})
-            if not tasks:
-                cells.append("")
-                continue
-            mean = statistics.mean(statistics.mean(v) for v in tasks.values())
-            seeds = sorted({len(v) for v in tasks.values()})
-            n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-            cells.append(f"{mean:.1f} ({len(tasks)} tasks, {n} seeds)")
-        lines.append(f"| {bench} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def stamp(row: dict, shared: dict) -> dict:
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {**row, "provenance": {**shared, **row.get("provenance", {}), "date": date}}
 
 
-def write_summary(out: Path, rows: list[dict]) -> str:
-    rows = sorted(rows, key=key)
-    text = "## Mean over tasks\n\n" + summarize_means(rows) + "\n## Per task\n\n" + summarize(rows)
-    out.with_suffix(".md").write_text(text)
-    return text
+def task_names(arg: str) -> list[str]:
+    """``--tasks`` names: ``mnist->usps`` (quoted in a shell, where ``>`` redirects) or the
+    shell-safe ``mnist:usps``."""
+    return [t.strip().replace(":", "->") for t in arg.split(",") if t.strip()]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--suites", default="digits,amazon")
     p.add_argument("--methods", default="erm,dann")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--tasks", help="only these tasks, e.g. mnist->usps,b->d (default: all)")
+    p.add_argument(
+        "--tasks",
+        help="only these tasks, e.g. mnist:usps,b:d (or, quoted, 'mnist->usps,b->d'; default: all)",
+    )
     p.add_argument("--procs", type=int, default=max(1, os.cpu_count() or 1))
-    p.add_argument("--out", default=str(RESULTS / "accuracy.json"))
-    p.add_argument("--summary-only", action="store_true", help="rewrite the .md from the .json")
-    p.add_argument("--skip-done", action="store_true", help="skip runs already in --out")
-    args = p.parse_args()
-    if args.summary_only:
-        print(write_summary(Path(args.out), json.loads(Path(args.out).read_text())))
+    p.add_argument(
+        "--out",
+        help="this run's rows, merged into the file if it exists (default: a new "
+        "runs/bench/accuracy-<date>-<time>.json)",
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the new rows into the committed bench/results/accuracy.json (and .md), "
+        "by (benchmark, task, method, seed)",
+    )
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="print the tables and the commits the rows come from (--out, else the committed "
+        "results); rewrites the .md with --out or --update",
+    )
+    p.add_argument(
+        "--missing-provenance",
+        action="store_true",
+        help="list the rows without provenance and the commands that re-run them",
+    )
+    p.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="skip runs already in the results (the committed ones with --update, else --out)",
+    )
+    p.add_argument(
+        "--redo-unprovenanced",
+        action="store_true",
+        help="with --skip-done: a row without provenance counts as not done",
+    )
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve() if args.out else None
+    if out == COMMITTED and not args.update:
+        p.error(f"--out {args.out} is the committed results: add --update to merge into it")
+    if args.summary_only or args.missing_provenance:
+        src = out or COMMITTED
+        rows = list(read_rows(src).values())
+        if args.summary_only:
+            text = write_summary(src, rows) if (out or args.update) else summary_text(rows)
+            print(text + "\n" + provenance_summary(rows))
+        if args.missing_provenance:
+            missing = [r for r in rows if not has_provenance(r)]
+            print(f"{len(missing)} of {len(rows)} rows in {src} lack provenance")
+            for r in sorted(missing, key=key):
+                print(f"  {r['benchmark']} {r['task']} {r['method']} seed {r['seed']}")
+            print("\n".join(redo_commands(rows)))
         return
     todo = tasks(
         args.suites.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")]
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = {key(r): r for r in (json.loads(out.read_text()) if out.exists() else [])}
     if args.tasks:
-        todo = [t for t in todo if t.task in args.tasks.split(",")]
+        wanted = task_names(args.tasks)
+        if unknown := sorted(set(wanted) - {t.task for t in todo}):
+            known = ", ".join(sorted({t.task.replace("->", ":") for t in todo}))
+            p.error(f"--tasks {unknown} are not tasks of --suites {args.suites} ({known})")
+        todo = [t for t in todo if t.task in wanted]
+    if out is None:
+        now = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = RUNS / f"accuracy-{now}.json"
+    rows = read_rows(out)
+    committed = read_rows(COMMITTED) if args.update else {}
     if args.skip_done:
-        todo = [t for t in todo if key(asdict(t)) not in rows]
+        done = committed if args.update else rows
+        if args.redo_unprovenanced:
+            done = {k: r for k, r in done.items() if has_provenance(r)}
+        todo = [t for t in todo if key(asdict(t)) not in done]
+    shared = run_provenance()
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.procs) as pool:
         futures = {pool.submit(run_task, t): t for t in todo}
         for i, fut in enumerate(as_completed(futures), 1):
-            row = fut.result()
+            row = stamp(fut.result(), shared)
             rows[key(row)] = row
             print(
-                f"[{i}/{len(todo)}] {row['benchmark']} {row['task']} {row['method']} seed {row['seed']}: "
-                f"{row['target_acc']:.2f}% ({row['seconds']:.0f} s)",
+                f"[{i}/{len(todo)}] {row['benchmark']} {row['task']} {row['method']} seed "
+                f"{row['seed']}: {row['target_acc']:.2f}% ({row['seconds']:.0f} s)",
                 flush=True,
             )
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(rows.values(), key=key), indent=1))
-            tmp.replace(out)
+            write_rows(out, rows)
+            if args.update:  # merged as each run ends: a long run cut short keeps its rows
+                committed[key(row)] = row
+                write_rows(COMMITTED, committed)
     print(write_summary(out, list(rows.values())))
+    if args.update and out != COMMITTED:
+        write_summary(COMMITTED, list(committed.values()))
     print(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s -> {out}")
+    if args.update:
+        print(f"merged into {COMMITTED}")
 
 
 if __name__ == "__main__":

@@ -184,17 +184,19 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     for d in bench.domains(o) or []:
         for split in bench.splits:
             a = bench.read(d, split, o)
-            counts = np.bincount(a.y, minlength=len(classes)) if a.y is not None else []
+            y = a.y[a.y >= 0] if a.y is not None else np.zeros(0, np.int64)  # -1: unlabelled
+            counts = np.bincount(y, minlength=len(classes))
             rows.append(
                 {
                     "domain": d,
                     "split": split,
                     "rows": len(a),
+                    "unlabelled": len(a) - len(y),
                     "input": "x".join(map(str, a.x.shape[1:])),
                     "classes": len(classes),
                     "balance (min/max class %)": (
-                        f"{100 * counts.min() / len(a):.1f}/{100 * counts.max() / len(a):.1f}"
-                        if len(counts)
+                        f"{100 * counts.min() / len(y):.1f}/{100 * counts.max() / len(y):.1f}"
+                        if len(y)
                         else "unlabelled"
                     ),
                 }

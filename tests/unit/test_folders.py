@@ -111,8 +111,79 @@ def test_table_edge_cases_fail_naming_what_to_fix(tmp_path):
     assert TableFile.read("b", "train", TableFile.Options(path=str(csv))).x.tolist() == [[4, 5]]
     text = tmp_path / "text.csv"
     text.write_text("review,label,domain\ngood,1,a\nbad,0,a\n")
-    with pytest.raises(ValueError, match="no numeric feature column .*features="):
+    with pytest.raises(ValueError, match="no numeric feature column .*feature_columns="):
         TableFile.read("a", "train", TableFile.Options(path=str(text)))
+
+
+def test_table_reader_output_is_the_hand_built_matrix(tmp_path):
+    """The columnar reader: feature columns in file order (or in `feature_columns` order),
+    int and float columns as float32, class names sorted, empty and -1 labels unlabelled, each
+    domain's rows in file order; a Parquet file read in several row groups gives the same."""
+    import pyarrow as pa
+    from shiftray.data.folders import TableFile, _parse
+
+    csv = tmp_path / "t.csv"
+    csv.write_text(
+        "b,label,a,domain,n\n"
+        "0.5,dog,1,x,7\n"
+        "1.5,,2,y,8\n"
+        "2.5,cat,3,x,9\n"
+        "3.5,-1,4,x,10\n"
+        "4.5,eel,5,y,11\n"
+    )
+    opts = TableFile.Options(path=str(csv))
+    assert TableFile.domains(opts) == ["x", "y"]
+    assert TableFile.class_names(opts) == ["cat", "dog", "eel"]
+    x = TableFile.read("x", "train", opts)
+    np.testing.assert_array_equal(
+        x.x, np.array([[0.5, 1, 7], [2.5, 3, 9], [3.5, 4, 10]], np.float32)
+    )
+    assert x.x.dtype == np.float32 and x.y.tolist() == [1, 0, -1]
+    y = TableFile.read("y", "test", opts)
+    assert y.x.tolist() == [[1.5, 2, 8], [4.5, 5, 11]] and y.y.tolist() == [-1, 2]
+    picked = TableFile.read(
+        "x", "train", TableFile.Options(path=str(csv), feature_columns=["n", "b"])
+    )
+    assert picked.x.tolist() == [[7, 0.5], [9, 2.5], [10, 3.5]]
+    with pytest.raises(ValueError, match=r"feature_columns \['z'\] are not columns"):
+        TableFile.read("x", "train", TableFile.Options(path=str(csv), feature_columns=["z", "a"]))
+    with pytest.raises(ValueError, match=r"feature columns \['domain'\] are not all numeric"):
+        TableFile.read("x", "train", TableFile.Options(path=str(csv), feature_columns=["domain"]))
+
+    pq_path = tmp_path / "t.parquet"
+    pq.write_table(_parse.__wrapped__(str(csv), 0, 0).table, pq_path, row_group_size=2)
+    assert len(pq.read_table(pq_path).to_batches()) == 3
+    got = TableFile.read("x", "train", TableFile.Options(path=str(pq_path)))
+    np.testing.assert_array_equal(got.x, x.x)
+    assert got.y.tolist() == x.y.tolist()
+    # the parsed file is shared by the calls, and re-read once the file changes
+    csv.write_text("f,label,domain\n1,0,x\n")
+    assert TableFile.read("x", "train", opts).x.tolist() == [[1.0]]
+    assert pa.types.is_integer(_parse(str(csv.resolve()), *_stat(csv)).table.schema.field("f").type)
+
+
+def _stat(path):
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def test_table_option_features_is_now_feature_columns(tmp_path, capsys):
+    """`features` is a transform in other readers; the table reader's column list is
+    `feature_columns`, and the old spelling is refused naming it."""
+    from shiftray.data.folders import TableFile
+
+    with pytest.raises(ValueError, match="`features` is now `feature_columns`"):
+        TableFile.Options(path="t.csv", features=["f1"])
+    csv = tmp_path / "t.csv"
+    csv.write_text("f1,f2,label,domain\n1,2,0,a\n")
+    args = ["data", "prepare", "table", "-o", f"path={csv}", "-o", "features=[f1]"]
+    assert main([*args, "--out", str(tmp_path / "pq")]) == 2
+    assert "`features` is now `feature_columns`" in capsys.readouterr().err
+    args[-1] = "feature_columns=[f2]"
+    assert main([*args, "--out", str(tmp_path / "pq")]) == 0
+    assert ParquetDomains.read(
+        "a", "test", ParquetDomains.Options(path=str(tmp_path / "pq"))
+    ).x.tolist() == [[2.0]]
 
 
 def test_a_folder_name_that_is_not_utf8_is_named(tmp_path):

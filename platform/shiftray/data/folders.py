@@ -1,4 +1,4 @@
-"""User data: image-folder trees and CSV / JSONL tables, as domain tables.
+"""User data: image-folder trees and CSV / JSONL / Parquet tables, as domain tables.
 
 - ``imagefolder``: ``root/<domain>/<class>/*.jpg|png`` (the Office-31 / Office-Home / DomainNet
   layout). ``shiftray data prepare imagefolder -o root=DIR --out OUT`` stores each image as its
@@ -7,25 +7,30 @@
   Hidden files and folders (``.cache``, ``._x.jpg``) are skipped. Every image is checked with
   the training decoder when read: formats it does not read (BMP, TIFF, GIF) are re-encoded as
   PNG; files nothing reads fail the read, named, unless ``on_bad_image: skip``.
-- ``table``: one CSV or JSONL file with numeric feature columns, a ``label`` column (integers
-  0..K-1 or class names; empty or -1 for unlabelled rows) and a ``domain`` column (optionally a
-  ``split`` column).
+- ``table``: one CSV, JSONL or Parquet file with numeric feature columns (all of them, or
+  ``feature_columns``), a ``label`` column (integers 0..K-1 or class names; empty or -1 for
+  unlabelled rows) and a ``domain`` column (optionally a ``split`` column). Parsed once by
+  Arrow and turned into a float32 matrix by Arrow too (``RecordBatch.to_tensor``): labels and
+  domains go through Python as their distinct values only, so 4,096 feature columns read in
+  about the time Arrow parses them (bench/tables.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays
@@ -185,30 +190,68 @@ class ImageFolder(Benchmark):
 
 class TableOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(..., description="a .csv or .jsonl file")
-    features: list[str] | None = Field(None, description="feature columns (default: all numeric)")
+    path: str = Field(..., description="a .csv, .jsonl or .parquet file")
+    feature_columns: list[str] | None = Field(
+        None, description="feature columns, in this order (default: all numeric columns)"
+    )
     label: str = "label"
     domain: str = "domain"
     split: str | None = Field(None, description="split column (default: every row in both splits)")
     classes: list[str] | None = Field(None, description="class names (default: 0..K-1)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # `features` names a transform in other readers (amazon); a column list is
+        # `feature_columns` everywhere
+        if isinstance(data, dict) and "features" in data:
+            raise ValueError(
+                "table option `features` is now `feature_columns` (the feature column names, "
+                "e.g. -o feature_columns=[f0,f1]); rename it"
+            )
+        return data
 
-def _read_file(path: str) -> pa.Table:
+
+@dataclass
+class _Parsed:
+    table: pa.Table
+    matrices: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)  # by columns
+
+
+def _read_file(path: str) -> _Parsed:
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"data.options.path={path!r} does not exist")
-    if p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    st = p.stat()
+    return _parse(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _parse(path: str, mtime_ns: int, size: int) -> _Parsed:
+    """The file parsed by Arrow, once: `domains`, `class_names` and each domain's `read` (what
+    `data prepare` and `data inspect` call in turn) share it, and its feature matrix, while the
+    file is unchanged. The last file read stays in memory (``_parse.cache_clear()`` frees it)."""
+    return _Parsed(_parse_table(path))
+
+
+def _parse_table(path: str) -> pa.Table:
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
         import pyarrow.json as pj
 
         try:
-            return pj.read_json(p)
+            return pj.read_json(path)
         except pa.ArrowInvalid as e:
             if "changed from" not in str(e):
                 raise
-            return _read_mixed_jsonl(p, str(e))
+            return _read_mixed_jsonl(Path(path), str(e))
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
     import pyarrow.csv as pc
 
-    return pc.read_csv(p)
+    return pc.read_csv(path)
 
 
 def _read_mixed_jsonl(path: Path, why: str) -> pa.Table:
@@ -239,17 +282,32 @@ def _norm(v: Any) -> str:
     return "" if v is None else str(v).strip()
 
 
+def _distinct(t: pa.Table, column: str) -> tuple[list[Any], np.ndarray]:
+    """A column's distinct values (Python objects, None for an empty cell) and each row's
+    index into them: a hash in Arrow, so only the distinct values reach Python."""
+    enc = t.column(column).combine_chunks().dictionary_encode()
+    values = enc.dictionary.to_pylist()
+    nulls = enc.indices.null_count > 0
+    idx = enc.indices.fill_null(len(values)) if nulls else enc.indices
+    return values + [None] * nulls, idx.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _check_columns(t: pa.Table, opts: TableOptions) -> None:
+    names = set(t.schema.names)
+    for col in (opts.label, opts.domain, opts.split):
+        if col is not None and col not in names:
+            raise ValueError(
+                f"{opts.path}: no column {col!r}; its columns: {', '.join(t.column_names)}"
+            )
+
+
 def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, int]]:
     """Class names and (normalised, `_norm`) label value -> index. Labels are class names, or
     integers 0..K-1 (also as strings, ``"3"``, or ``3.0``); ``classes`` names the classes (and
     their order): values that are all among those names map by name, else by index. Empty and
     -1 mean unlabelled (the scikit-learn convention)."""
-    for col in (opts.label, opts.domain, opts.split):
-        if col is not None and col not in t.column_names:
-            raise ValueError(
-                f"{opts.path}: no column {col!r}; its columns: {', '.join(t.column_names)}"
-            )
-    raw = {_norm(v) for v in t.column(opts.label).to_pylist()}
+    _check_columns(t, opts)
+    raw = {_norm(v) for v in _distinct(t, opts.label)[0]}
     unlabelled = {v: -1 for v in raw if v == "" or (_INT.fullmatch(v) and int(float(v)) == -1)}
     values = raw - set(unlabelled)
     if not values:
@@ -273,37 +331,62 @@ def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, in
     return names, {n: i for i, n in enumerate(names)} | unlabelled
 
 
+def _rows_where(t: pa.Table, column: str, value: str) -> np.ndarray:
+    """Mask of the rows whose ``column`` reads ``value`` (compared as text)."""
+    values, idx = _distinct(t, column)
+    return np.array([str(v) == value for v in values], dtype=bool)[idx]
+
+
 def _feature_columns(t: pa.Table, opts: TableOptions) -> list[str]:
     reserved = {opts.label, opts.domain, opts.split}
-    cols = opts.features or [
-        f.name
-        for f in t.schema
-        if f.name not in reserved and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+    cols = opts.feature_columns or [
+        name
+        for name, type_ in zip(t.schema.names, t.schema.types, strict=True)
+        if name not in reserved and _is_number(type_)
     ]
     if not cols:
         raise ValueError(
             f"{opts.path}: no numeric feature column (columns: {', '.join(t.column_names)}); "
-            "name them with -o features=[...] or write numbers in them"
+            "name them with -o feature_columns=[...] or write numbers in them"
         )
-    if missing := [c for c in cols if c not in t.column_names]:
-        raise ValueError(f"{opts.path}: features {missing} are not columns of it")
+    names = set(t.schema.names)
+    if missing := [c for c in cols if c not in names]:
+        raise ValueError(f"{opts.path}: feature_columns {missing[:10]} are not columns of it")
     return cols
 
 
-def _features(t: pa.Table, opts: TableOptions) -> np.ndarray:
-    """(N, F) float32 of the feature columns; empty cells come back as NaN."""
-    cols = _feature_columns(t, opts)
+def _features(parsed: _Parsed, cols: list[str], path: str) -> np.ndarray:
+    """(N, F) float32 of the feature columns, in their order; empty cells come back as NaN.
+    Arrow writes each record batch as one matrix (`RecordBatch.to_tensor`, column-major: a
+    copy of each column), NumPy transposes it into the row-major float32 result: no Python per
+    row or per column. Computed once per file and columns (every domain's read masks it)."""
+    if (x := parsed.matrices.get(tuple(cols))) is not None:
+        return x
+    t = parsed.table
+    x = np.empty((t.num_rows, len(cols)), np.float32)
+    start = 0
     try:
-        arrays = [t.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in cols]
-    except (ValueError, TypeError, pa.ArrowException) as e:
+        for b in t.select(cols).to_batches():
+            if b.num_rows:
+                x[start : start + b.num_rows] = np.asarray(
+                    b.to_tensor(null_to_nan=True, row_major=False)
+                )
+                start += b.num_rows
+    except (TypeError, pa.ArrowException) as e:
+        bad = [c for c in cols if not _is_number(t.schema.field(c).type)]
         raise ValueError(
-            f"{opts.path}: feature columns {cols[:10]} are not all numeric: {e}"
+            f"{path}: feature columns {bad[:10] or cols[:10]} are not all numeric: {e}"
         ) from None
-    return np.stack(arrays, axis=1)
+    parsed.matrices[tuple(cols)] = x
+    return x
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
 
 
 class TableFile(Benchmark):
-    """A CSV / JSONL file: numeric features, label and domain columns."""
+    """A CSV / JSONL / Parquet file: numeric features, label and domain columns."""
 
     name = "table"
     Options = TableOptions
@@ -312,29 +395,32 @@ class TableFile(Benchmark):
     def domains(cls, opts):
         if not Path(opts.path).expanduser().is_file():
             return None
-        return sorted({str(v) for v in _read_file(opts.path).column(opts.domain).to_pylist()})
+        t = _read_file(opts.path).table
+        _check_columns(t, opts)
+        return sorted({str(v) for v in _distinct(t, opts.domain)[0]})
 
     @classmethod
     def class_names(cls, opts):
-        return _label_map(_read_file(opts.path), opts)[0]
+        return _label_map(_read_file(opts.path).table, opts)[0]
 
     @classmethod
     def read(cls, domain, split, opts):
-        t = _read_file(opts.path)
+        parsed = _read_file(opts.path)
+        t = parsed.table
         names, index = _label_map(t, opts)
-        mask = np.array([str(v) == domain for v in t.column(opts.domain).to_pylist()])
+        cols = _feature_columns(t, opts)
+        mask = _rows_where(t, opts.domain, domain)
         if opts.split is not None:
-            mask &= np.array([str(v) == split for v in t.column(opts.split).to_pylist()])
-        x = _features(t, opts)[mask]
+            mask &= _rows_where(t, opts.split, split)
+        x = _features(parsed, cols, opts.path)[mask]  # (Table.filter: 20x slower, wide)
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
         if bad.size:
-            cols = _feature_columns(t, opts)
             empty = [c for i, c in enumerate(cols) if not np.isfinite(x[:, i]).all()]
             raise ValueError(
                 f"{opts.path}: {len(bad)} row(s) of domain {domain!r} have empty or non-finite "
                 f"features (columns {empty[:10]}); fill them or drop those rows"
             )
-        raw = [t.column(opts.label)[int(i)].as_py() for i in np.flatnonzero(mask)]
-        ids = [index[_norm(v)] for v in raw]
-        y = None if all(i == -1 for i in ids) else np.array(ids, np.int64)
+        values, idx = _distinct(t, opts.label)
+        ids = np.array([index[_norm(v)] for v in values], np.int64)[idx[mask]]
+        y = None if (ids == -1).all() else ids
         return DomainArrays(x, y, domain, split)
