@@ -3,13 +3,22 @@
 Images are stored as their encoded bytes (Parquet ``input`` column, binary) and decoded where
 they are trained on:
 
-- on a CUDA device, JPEGs go through nvjpeg in one batched call
-  (``torchvision.io.decode_jpeg(list, device="cuda")``), then resize + centre crop on the GPU;
-  other formats fall back to the CPU decoder and are moved over;
-- on CPU, a thread pool runs torchvision's decoders (they release the GIL).
+- on a CUDA device, JPEGs go through nvJPEG in one batched call
+  (``torchcodec.decoders.decode_jpeg(list, device="cuda")``), then resize + centre crop on the
+  GPU; other formats fall back to the CPU decoder and are moved over;
+- on CPU, a thread pool runs torchcodec's decoders (torch ops: they release the GIL).
 
 Every image becomes (3, size, size) float32 in [0, 1]: shorter side resized to ``size``
 (antialiased), then centre-cropped, the same on both paths (up to the decoders' rounding).
+
+Why torchcodec: torchvision 0.29 deprecates its decoders for it. ``bench/decode.py`` measured
+torchcodec 0.17 against torchvision.io 0.29.1 on CPU (images per CPU-second of one thread, 9
+interleaved rounds; bench/results/cpu-decode.json): the same pixels (max difference 0; and for
+grey, CMYK and progressive JPEG, palette, alpha and 16-bit PNG, GIF, WebP); JPEG x1.47 at
+224 px, x1.20 at 500 px, x1.00 at the tests' 20 px; PNG x1.01 to x1.04. Its ``decode_image``
+sniffs the format in Python (~3 us a call, 20% of a 20 px JPEG), so JPEGs go to
+``decode_jpeg`` directly. One difference: torchcodec turns EXIF-rotated JPEGs upright (on CPU
+and GPU alike); torchvision ignored the tag. Its GPU path (batched nvJPEG) is not yet measured.
 """
 
 from __future__ import annotations
@@ -23,16 +32,16 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def _torchvision():
-    """Import torchvision in the calling thread.
+    """Import torchcodec's decoders and torchvision's transforms in the calling thread.
 
-    Importing it for the first time from several pool threads at once races Python's import
-    lock on its circular submodules (``cannot import name 'InterpolationMode' from partially
-    initialized module``), so ``decode_batch`` imports it before it starts any thread.
+    Importing torchvision for the first time from several pool threads at once races Python's
+    import lock on its circular submodules (``cannot import name 'InterpolationMode' from
+    partially initialized module``), so ``decode_batch`` imports both before it starts a thread.
     """
-    import torchvision.io
+    import torchcodec.decoders
     import torchvision.transforms.v2.functional as TF
 
-    return torchvision.io, TF
+    return torchcodec.decoders, TF
 
 
 def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -40,13 +49,17 @@ def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
     return TF.center_crop(TF.resize(img, [size], antialias=True), [size, size])
 
 
-def _decode_cpu(blob: bytes, size: int) -> torch.Tensor:
-    io, _ = _torchvision()
+def decode_rgb(blob: bytes) -> torch.Tensor:
+    """Encoded bytes -> uint8 (3, H, W) (a 16-bit PNG scaled to 0..255; an animated GIF or
+    WebP gives (frames, 3, H, W)). Raises RuntimeError or ValueError on what it cannot read."""
+    codec, _ = _torchvision()
     raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    img = io.decode_image(raw, mode=io.ImageReadMode.RGB)
-    if img.dtype != torch.uint8:  # 16-bit PNG: scale to 0..255 like every other image
-        img = (img.float() * (255.0 / torch.iinfo(img.dtype).max)).round().to(torch.uint8)
-    return _fit(img, size)
+    decode = codec.decode_jpeg if blob[:3] == JPEG_MAGIC else codec.decode_image
+    return decode(raw, mode="RGB")
+
+
+def _decode_cpu(blob: bytes, size: int) -> torch.Tensor:
+    return _fit(decode_rgb(blob), size)
 
 
 def checked_bytes(blob: bytes) -> bytes | None:
@@ -54,10 +67,8 @@ def checked_bytes(blob: bytes) -> bytes | None:
     first frame) re-encoded as PNG when PIL reads it (BMP, TIFF, animated GIF, ...); None when
     nothing does (truncated, not an image).
     Call `_torchvision` in the calling thread before running this from a pool."""
-    io, _ = _torchvision()
     try:
-        raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-        if io.decode_image(raw, mode=io.ImageReadMode.RGB).ndim == 3:  # not an animated GIF
+        if decode_rgb(blob).ndim == 3:  # not an animation
             return blob
     except (RuntimeError, ValueError):
         pass
@@ -81,7 +92,7 @@ def decode_batch(
     device = torch.device(device)
     if not blobs:
         return torch.zeros((0, 3, size, size), device=device)
-    io, _ = _torchvision()  # before any thread: see _torchvision
+    codec, _ = _torchvision()  # before any thread: see _torchvision
     if device.type != "cuda":
         with ThreadPoolExecutor(threads) as pool:
             imgs = list(pool.map(lambda b: _decode_cpu(b, size), blobs))
@@ -90,7 +101,7 @@ def decode_batch(
     jpeg = [i for i, b in enumerate(blobs) if b[:3] == JPEG_MAGIC]
     if jpeg:
         raw = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg]
-        decoded = io.decode_jpeg(raw, mode=io.ImageReadMode.RGB, device=device)  # batched nvjpeg
+        decoded = codec.decode_jpeg(raw, mode="RGB", device=device)  # batched nvJPEG
         for i, img in zip(jpeg, decoded, strict=True):
             out[i] = _fit(img, size)
     for i, b in enumerate(blobs):
