@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shiftray.data.benchmarks import Benchmark
 from shiftray.data.formats import DomainArrays
-from shiftray.data.images import _torchvision, checked_bytes, decode_images
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -126,6 +125,8 @@ class ImageFolder(Benchmark):
     def _checked(cls, paths: list[Path], opts) -> list[bytes | None]:
         """Each file's bytes as the training decoder reads them (`checked_bytes`), None for
         files nothing decodes."""
+        from shiftray.data.images import _torchvision, checked_bytes  # torch: not for tables
+
         _torchvision()  # before the pool's threads (see shiftray.data.images._torchvision)
         with ThreadPoolExecutor(opts.threads) as pool:
             return list(pool.map(lambda p: checked_bytes(p.read_bytes()), paths))
@@ -149,6 +150,8 @@ class ImageFolder(Benchmark):
         if bad:
             cls._unreadable(domain, opts, bad, len(paths))
         keep = [i for i, b in enumerate(blobs) if b is not None]
+        from shiftray.data.images import decode_images
+
         x = decode_images([blobs[i] for i in keep], opts.image_size)
         return DomainArrays(x, labels[keep], domain, split)
 
