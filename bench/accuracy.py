@@ -98,12 +98,11 @@ def _train(job: str, overrides: list[str], run_dir: str) -> tuple[dict, int]:
     from shiftray.config.load import load_spec
     from shiftray.data.loading import load_job_data
     from shiftray.train.loop import train_loop_per_worker
+    from shiftray.train.run import LoopConfig
 
     spec = load_spec(ROOT / job, [*overrides, "tracking.wandb=disabled"])
     data = load_job_data(spec)
-    result = train_loop_per_worker(
-        {"spec": spec.model_dump(mode="json"), "run_dir": run_dir, "data": data}
-    )
+    result = train_loop_per_worker(LoopConfig(spec, Path(run_dir), data))
     return result, spec.train.steps
 
 

@@ -81,7 +81,7 @@ def ingest_images_per_s(spec, steps: int) -> float:
     ds = make_datasets(paths)
     st = spec.data.stream
     pairing = StreamPairing(
-        {k: v.iterator() for k, v in ds.items()}, data.extra["stream"], BATCH, 0, 0, 1,
+        {k: v.iterator() for k, v in ds.items()}, data.stream, BATCH, 0, 0, 1,
         st.shuffle_buffer, st.prefetch_batches, st.decode_threads, read_ahead=0,
     )  # fmt: skip
     # read on this thread (no read-ahead): a read-ahead queue filled during the warm-up would

@@ -65,6 +65,13 @@ def test_resume_a_run_directory(capsys, tmp_path):
     assert main(["run", "--resume", str(run_dir), "--no-ray"]) == 0
     result = json.loads((run_dir / "result.json").read_text())
     assert result["step"] == 20 and result["resumed_from"] == 10
+    first = (run_dir / "spec.yaml").read_text()
+    # overrides at a resume: the run goes on with them, spec.yaml stays the spec it began with
+    assert main(["run", "--resume", str(run_dir), "train.steps=30", "--no-ray"]) == 0
+    assert json.loads((run_dir / "result.json").read_text())["step"] == 30
+    assert (run_dir / "spec.yaml").read_text() == first and "steps: 20" in first
+    resumes = [json.loads(x) for x in (run_dir / "resumes.jsonl").read_text().splitlines()]
+    assert [r["overrides"] for r in resumes] == [["train.steps=30"]]
     assert main(["run", "--resume", str(tmp_path / "nothing"), "--no-ray"]) == 2
     assert "no spec.yaml" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from shiftray.config.load import SpecError, dump_spec, load_spec
@@ -21,9 +22,8 @@ def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shiftray.data.loading import load_job_data
     from shiftray.progress import LiveProgress
-    from shiftray.train.launch import fit, fit_local, run_dir_for
+    from shiftray.train.launch import fit, fit_local, job_data, run_dir_for
     from shiftray.train.storage import clear_storage, read_run_file
 
     jobs, overrides = _split_args(args.items)
@@ -34,10 +34,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise SpecError(f"--resume {rd}: no spec.yaml there; is it a shiftray run directory?")
         place = [f"name={rd.name}", f"tracking.output_dir={rd.parent}"]
         specs.append(load_spec(rd / "spec.yaml", [*overrides, *place]))
+        if overrides:  # the first spec stays in spec.yaml; what the resume changed, beside it
+            with open(rd / "resumes.jsonl", "a") as f:
+                f.write(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    "overrides": overrides}) + "\n")  # fmt: skip
     if not specs:
         raise SpecError("shiftray run needs a job spec (a .yaml file) or --resume RUN_DIR")
-    datas = [load_job_data(s) for s in specs]  # and every data file found
-    rows = []
+    datas = [job_data(s) for s in specs]  # and every data file found (streamed: footers)
+    rows, per_class = [], []
     for spec, data in zip(specs, datas, strict=True):
         run_dir = run_dir_for(spec)
         if args.restart and run_dir.exists():
@@ -45,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.restart and (gone := clear_storage(spec)):
             print(f"--restart: deleted {gone}", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(dump_spec(spec))
+        if not (run_dir / "spec.yaml").is_file():  # a resumed run keeps the spec it began with
+            (run_dir / "spec.yaml").write_text(dump_spec(spec))
         print(
             f"== {spec.name}: {spec.method.name} {spec.data.benchmark} {spec.data.source} -> "
             f"{spec.data.target}, {spec.train.steps} steps, "
@@ -70,13 +75,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "method": spec.method.name,
                 "task": f"{spec.data.source}->{spec.data.target}",
                 "target_acc": f"{final.get('target_acc', float('nan')):.2f}",
+                "health": _health(final),
                 "seconds": f"{result.seconds:.0f}",
                 "run_dir": str(result.run_dir),
             }
         )
+        per_class.append((spec.name, final.get("target_per_class")))
     print()
-    print_table(rows, ["run", "method", "task", "target_acc", "seconds", "run_dir"])
+    print_table(rows, ["run", "method", "task", "target_acc", "health", "seconds", "run_dir"])
+    _print_per_class(per_class)
     return 0
+
+
+def _health(result: dict) -> str:
+    """The summary's health cell: ok, or what went wrong, in capitals (see evaluate/health)."""
+    bad = [k for k, v in (result.get("health") or {}).items() if v]
+    return "ok" if not bad else " ".join(f"!{k.upper()}" for k in bad)
+
+
+def _print_per_class(per_class: list[tuple[str, dict | None]]) -> None:
+    """Target-test accuracy per class, one column per run (classes as rows)."""
+    runs = [(name, pc) for name, pc in per_class if pc]
+    if not runs:
+        return
+    rows = [
+        {"class": c, **{n: "-" if pc.get(c) is None else f"{pc[c]:.1f}" for n, pc in runs}}
+        for c in runs[0][1]
+    ]
+    print("\ntarget accuracy per class:")
+    print_table(rows, ["class", *(n for n, _ in runs)])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

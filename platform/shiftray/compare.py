@@ -80,6 +80,7 @@ def _run_variant(spec_json: dict[str, Any], run_dir: str, data) -> dict[str, Any
     import torch
 
     from shiftray.train.loop import train_loop_per_worker
+    from shiftray.train.run import LoopConfig
 
     spec = JobSpec.model_validate(spec_json)
     torch.set_num_threads(
@@ -87,7 +88,7 @@ def _run_variant(spec_json: dict[str, Any], run_dir: str, data) -> dict[str, Any
     )
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = train_loop_per_worker({"spec": spec_json, "run_dir": run_dir, "data": data})
+    result = train_loop_per_worker(LoopConfig(spec, Path(run_dir), data))
     return {**result, "seconds": time.perf_counter() - t0}
 
 

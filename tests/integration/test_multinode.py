@@ -2,6 +2,7 @@
 worker per node gives exactly the single-process-pair result."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import synthetic_spec
@@ -44,7 +45,9 @@ def test_two_node_training_matches_single_node(two_nodes, tmp_path):
     spec = spec_from_dict(
         synthetic_spec(name="multi", resources={"num_workers": 2, "torch_threads": 1}, tracking={"wandb": "disabled", "output_dir": str(tmp_path / "a")}, **over)
     )  # fmt: skip
-    result = fit(spec)
+    from shiftray.train.hooks import NodeIds, ParamDigests
+
+    result = fit(spec, hooks=(ParamDigests(), NodeIds()))
     nodes = {(result.run_dir / f"node_rank{r}.txt").read_text() for r in (0, 1)}
     assert len(nodes) == 2  # one worker on each node
     digests = [json.loads((result.run_dir / f"params_rank{r}.json").read_text()) for r in (0, 1)]
@@ -98,9 +101,11 @@ def test_two_nodes_on_s3_storage_survive_a_killed_worker(two_nodes, s3_endpoint,
             )
         )  # fmt: skip
 
-    clean = fit(spec("clean"))
+    from shiftray.train.hooks import KillOnce, ParamDigests
+
+    clean = fit(spec("clean"), hooks=(ParamDigests(),))
     fault = {"rank": 1, "step": 25, "where": "step", "marker": str(tmp_path / "killed")}
-    hit = fit(spec("hit"), loop_extra={"inject_fault": fault})
+    hit = fit(spec("hit"), hooks=(KillOnce(**fault), ParamDigests()))
     assert (tmp_path / "killed").read_text() == "25"
     final = json.loads((hit.run_dir / "result.json").read_text())
     assert final["resumed_from"] == 20 and final["step"] == 40
@@ -116,11 +121,16 @@ def test_two_nodes_on_s3_storage_survive_a_killed_worker(two_nodes, s3_endpoint,
 
 def _ref_worker(rank, world, spec_json, run_dir, data, rdzv):
     import torch.distributed as dist
+    from shiftray.config.schema import JobSpec
+    from shiftray.train.hooks import ParamDigests
     from shiftray.train.loop import train_loop_per_worker
+    from shiftray.train.run import LoopConfig
 
     dist.init_process_group("gloo", init_method=f"file://{rdzv}", rank=rank, world_size=world)
     try:
-        train_loop_per_worker({"spec": spec_json, "run_dir": run_dir, "data": data})
+        spec = JobSpec.model_validate(spec_json)
+        hooks = (ParamDigests(),)
+        train_loop_per_worker(LoopConfig(spec, Path(run_dir), data, hooks=hooks))
         # both ranks past their last collective before either tears gloo down (a rank that
         # destroyed its group while the other still used the pair aborted once in CI:
         # "terminate called without an active exception")

@@ -21,6 +21,7 @@ def ray_session(s3_endpoint):
 
 
 def test_two_workers_stay_in_sync_and_evaluate_everything(ray_session, tmp_path):
+    from shiftray.train.hooks import ParamDigests
     from shiftray.train.launch import fit
 
     spec = spec_from_dict(
@@ -30,7 +31,7 @@ def test_two_workers_stay_in_sync_and_evaluate_everything(ray_session, tmp_path)
             data__options={"n": 301, "dim": 8},  # odd size: no padding, no duplicates
         )
     )  # fmt: skip
-    result = fit(spec)
+    result = fit(spec, hooks=(ParamDigests(),))
     run_dir = result.run_dir
     assert run_dir == tmp_path / "ddp"
     digests = [json.loads((run_dir / f"params_rank{r}.json").read_text()) for r in (0, 1)]
@@ -88,7 +89,9 @@ def test_worker_killed_mid_run_restarts_from_last_checkpoint(ray_session, tmp_pa
         )
     )  # fmt: skip
     fault = {"rank": 1, "step": 25, "where": "step", "marker": str(tmp_path / "killed")}
-    result = fit(spec, loop_extra={"inject_fault": fault})
+    from shiftray.train.hooks import KillOnce
+
+    result = fit(spec, hooks=(KillOnce(**fault),))
     assert (tmp_path / "killed").read_text() == "25"  # rank 1 really died at step 25
     final = json.loads((result.run_dir / "result.json").read_text())
     assert final["step"] == 60 and final["resumed_from"] == 20  # redone: 5 steps < one interval

@@ -70,7 +70,7 @@ def pairing(spec, batch=32):
 
     data, paths = load_stream_data(spec)
     ds = make_datasets(paths)
-    info = data.extra["stream"]
+    info = data.stream
     its = {k: v.iterator() for k, v in ds.items()}
     st = spec.data.stream
     p = StreamPairing(its, info, batch, 0, 0, 1, st.shuffle_buffer, st.prefetch_batches)
@@ -130,7 +130,9 @@ def test_two_streaming_workers_stay_in_lockstep(ray_session, shards, tmp_path):
         root, tmp_path, resources={"num_workers": 2}, train__steps=24, train__eval_every=12,
         train__checkpoint_every=12, train__batch_size=32,
     )  # fmt: skip
-    result = fit(spec)
+    from shiftray.train.hooks import ParamDigests
+
+    result = fit(spec, hooks=(ParamDigests(),))
     digests = [json.loads((result.run_dir / f"params_rank{r}.json").read_text()) for r in (0, 1)]
     assert digests[0] == digests[1]
     assert result.metrics["step"] == 24 and result.metrics["eval_count"] == N
@@ -215,3 +217,55 @@ def test_ranks_stopping_early_close_without_waiting_on_each_other(ray_session, s
     for t in threads:
         t.join(timeout=120)
     assert sorted(closed) == [0, 1], f"close() still waiting on rank(s) { ({0, 1} - set(closed)) }"
+
+
+def _without_label_column(root, domain):
+    """The domain's training shards rewritten with no label column at all: a trap that fails
+    any read of a target label (Ray Data / pyarrow raise on a missing column)."""
+    import pyarrow.parquet as pq
+    from shiftray.data.sources import shard_paths
+
+    for path in shard_paths(root, domain, "train"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop(["label"]), path)
+
+
+def test_streamed_training_never_reads_a_target_label(ray_session, shards, tmp_path):
+    from shiftray.train.launch import fit_local
+
+    root, _ = shards
+    trapped = tmp_path / "trapped"
+    shutil.copytree(root, trapped)
+    _without_label_column(trapped, "b")
+    over = dict(train__steps=12, train__eval_every=12, train__checkpoint_every=12)
+    spec = stream_spec(trapped, tmp_path, method={"name": "self_training"}, **over)
+    result = fit_local(spec)
+    assert result.metrics["step"] == 12 and result.metrics["eval_count"] == N  # test labels only
+
+
+def test_shiftray_run_on_a_streamed_job_never_decodes_the_training_tables(
+    ray_session, shards, tmp_path, monkeypatch
+):
+    """The CLI path (`shiftray run --no-ray`): the driver reads the shards' footers and the
+    target test split, never a training split; the workers stream those."""
+    import yaml
+    from shiftray import cli
+    from shiftray.data import sources
+
+    root, _ = shards
+    decoded = []
+    real = sources.decode_table
+
+    def spy(table, lazy_images=False):
+        decoded.append((table.column("domain")[0].as_py(), table.column("split")[0].as_py()))
+        return real(table, lazy_images)
+
+    monkeypatch.setattr(sources, "decode_table", spy)
+    job = tmp_path / "job.yaml"
+    spec = stream_spec(
+        root, tmp_path, train__steps=6, train__eval_every=6, train__checkpoint_every=6
+    )
+    job.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    assert cli.main(["run", str(job), "--no-ray", "--restart"]) == 0
+    assert decoded == [("b", "test")]
+    assert json.loads((tmp_path / "stream" / "result.json").read_text())["eval_count"] == N

@@ -14,6 +14,7 @@ from shiftray.config.load import spec_from_dict
 from shiftray.data.loading import load_job_data
 from shiftray.train.checkpoint import latest_checkpoint
 from shiftray.train.loop import train_loop_per_worker
+from shiftray.train.run import LoopConfig
 
 OVER = {
     "train__steps": 60,
@@ -26,9 +27,7 @@ OVER = {
 
 def run_inprocess(run_dir, spec):
     data = load_job_data(spec)
-    return train_loop_per_worker(
-        {"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir), "data": data}
-    )
+    return train_loop_per_worker(LoopConfig(spec, run_dir, data))
 
 
 def run_killed(run_dir, spec, fault):
@@ -37,10 +36,14 @@ def run_killed(run_dir, spec, fault):
         import json, sys
         from shiftray.config.schema import JobSpec
         from shiftray.data.loading import load_job_data
+        from pathlib import Path
+        from shiftray.train.hooks import KillOnce
         from shiftray.train.loop import train_loop_per_worker
+        from shiftray.train.run import LoopConfig
         spec = JobSpec.model_validate(json.loads(sys.argv[1]))
-        train_loop_per_worker({{"spec": spec.model_dump(mode="json"), "run_dir": {str(run_dir)!r},
-                               "data": load_job_data(spec), "inject_fault": json.loads(sys.argv[2])}})
+        hook = KillOnce(**json.loads(sys.argv[2]))
+        train_loop_per_worker(LoopConfig(spec, Path({str(run_dir)!r}), load_job_data(spec),
+                                         hooks=(hook,)))
         """
     )
     proc = subprocess.run(

@@ -12,6 +12,7 @@ from shiftray.data.folders import ImageFolder
 from shiftray.data.loading import load_job_data
 from shiftray.data.sources import ParquetDomains, shard_paths, write_shards
 from shiftray.train.loop import train_loop_per_worker
+from shiftray.train.run import LoopConfig
 
 
 def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
@@ -64,13 +65,7 @@ def test_image_folder_to_encoded_parquet_shards_and_back(tmp_path):
             train__batch_size=8, train__steps=30, train__eval_every=30, train__checkpoint_every=30,
         )
     )  # fmt: skip
-    result = train_loop_per_worker(
-        {
-            "spec": spec.model_dump(mode="json"),
-            "run_dir": str(tmp_path / "run"),
-            "data": load_job_data(spec),
-        }
-    )
+    result = train_loop_per_worker(LoopConfig(spec, tmp_path / "run", load_job_data(spec)))
     assert result["eval_count"] == 12
 
 
@@ -306,9 +301,7 @@ def test_table_labels_names_unlabelled_rows_and_a_target_without_labels(tmp_path
     )  # fmt: skip
     data = load_job_data(spec)
     assert len(data.source) == 54 and data.target_test.y is None  # -1 rows dropped from source
-    result = train_loop_per_worker(
-        {"spec": spec.model_dump(mode="json"), "run_dir": str(tmp_path / "run"), "data": data}
-    )
+    result = train_loop_per_worker(LoopConfig(spec, tmp_path / "run", data))
     assert "target_acc" not in result and 0 <= result["target_entropy"] <= np.log(2) + 1e-6
 
     jsonl = tmp_path / "s.jsonl"
@@ -388,10 +381,10 @@ def test_a_streamed_source_must_be_labelled_on_every_row(tmp_path):
     path.write_text("\n".join(fixed) + "\n")
     assert main(["data", "prepare", "table", "-o", f"path={path}", "--out", str(out)]) == 0
     data, paths = load_stream_data(spec("a", "b"))
-    assert data.extra["stream"].source_rows == 39
+    assert data.stream.source_rows == 39
     # an empty shard (every image of a split skipped) has no statistics: labelled, zero rows
     write_shards([pq.read_table(paths["source"][0]).schema.empty_table()], out, "a", "train")
-    assert load_stream_data(spec("a", "b"))[0].extra["stream"].source_rows == 0
+    assert load_stream_data(spec("a", "b"))[0].stream.source_rows == 0
 
 
 def test_write_table_is_all_or_nothing(tmp_path, monkeypatch):

@@ -56,6 +56,11 @@ class DataSpec(Strict):
     source_val_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="labelled source held out for validation"
     )
+    normalize: Literal["none", "zscore", "l1", "l2", "log1p"] = Field(
+        "none",
+        description="feature transform inside the model; zscore's statistics are fitted on the "
+        "source and target training rows and saved with the checkpoint",
+    )
     stream: StreamSpec = Field(default_factory=StreamSpec)
 
     @field_validator("benchmark")
@@ -172,6 +177,9 @@ class EarlyStoppingSpec(Strict):
     metric: Literal["source_val_acc", "target_entropy", "target_im"] = "source_val_acc"
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = Field(
+        True, description="the run's final model is the best step's (its checkpoint is kept)"
+    )
 
 
 class FinetuneSpec(Strict):

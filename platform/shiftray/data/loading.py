@@ -7,6 +7,7 @@ import numpy as np
 from shiftray.config.schema import DataSpec, JobSpec
 from shiftray.data.formats import DomainArrays, DomainData
 from shiftray.data.images import EncodedImages
+from shiftray.data.normalize import fit_normalization
 from shiftray.registry import DATASETS, METHODS
 
 
@@ -29,12 +30,14 @@ def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
         )
     target = read(spec.target, "train").without_labels()
     test = labelled(read(spec.target, "test"))  # unlabelled: no target metrics, label-free ones
-    extra = {}
+    source_val = None
     if source is not None and spec.source_val_fraction > 0:
-        source, extra["source_val"] = split_holdout(source, spec.source_val_fraction)
-    return DomainData(
-        source, target, test, bench.class_names(opts), tuple(target.x.shape[1:]), extra
-    )
+        source, source_val = split_holdout(source, spec.source_val_fraction)
+    shape = tuple(target.x.shape[1:])
+    rows = [a.x for a in (source, target) if a is not None]  # training rows; never a test row
+    norm = fit_normalization(spec.normalize, rows) if spec.normalize != "none" else None
+    return DomainData(source, target, test, bench.class_names(opts), shape, source_val,
+                      normalization=norm)  # fmt: skip
 
 
 def labelled(arrays: DomainArrays) -> DomainArrays:
@@ -44,7 +47,7 @@ def labelled(arrays: DomainArrays) -> DomainArrays:
         return arrays
     keep = arrays.y >= 0
     if not keep.any():
-        return arrays.without_labels()
+        return DomainArrays(arrays.x, None, arrays.domain, arrays.split)
     x = arrays.x.take(keep) if isinstance(arrays.x, EncodedImages) else arrays.x[keep]
     return DomainArrays(x, arrays.y[keep], arrays.domain, arrays.split)
 

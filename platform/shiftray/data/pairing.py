@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from shiftray.data.formats import DomainArrays
+from shiftray.data.formats import DomainArrays, UnlabelledArrays
 from shiftray.layout import as_format
 
 
@@ -89,14 +89,16 @@ class Pairing:
     """
 
     def __init__(
-        self, source: DomainArrays | None, target: DomainArrays, batch_size: int, seed: int,
+        self, source: DomainArrays | None, target: UnlabelledArrays, batch_size: int, seed: int,
         rank: int = 0, world: int = 1, weak: Augment | None = None, strong: Augment | None = None,
         augment_source: bool = False,
     ) -> None:  # fmt: skip
         if source is not None and source.y is None:
             raise ValueError(f"source domain {source.domain!r} has no labels")
         self.source = source
-        self.target = target.without_labels()  # the guarantee: target labels stop here
+        if isinstance(target, DomainArrays):  # the guarantee: target labels stop here
+            target = target.without_labels()
+        self.target = target
         self.src = (
             None if source is None else DomainStream(len(source), batch_size, seed * 2, rank, world)
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ import pyarrow.parquet as pq
 import torch
 
 from shiftray.config.schema import JobSpec
-from shiftray.data.formats import DomainArrays, DomainData, table_meta
+from shiftray.data.formats import DomainData, UnlabelledArrays, table_meta
 from shiftray.data.images import EncodedImages, decode_batch
 from shiftray.data.loading import labelled
+from shiftray.data.normalize import fit_normalization
 from shiftray.data.pairing import Augment, DABatch, augmented_batch
 from shiftray.data.sources import ParquetDomains, shard_paths
 from shiftray.registry import METHODS
@@ -47,6 +48,8 @@ class StreamInfo:
     target_rows: int
     input_shape: tuple[int, ...]
     encoded: bool  # input holds encoded image bytes
+    domains: tuple[str, ...] = ("source", "target")  # the streamed ones ("target" source-free)
+    paths: dict[str, list[str]] = field(default_factory=dict, compare=False)  # shards by domain
 
 
 def _paths(root: str, domain: str) -> list[str]:
@@ -87,7 +90,7 @@ def _rows(paths: list[str]) -> int:
 
 def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     """DomainData for a streamed job (source / target training splits empty, described by
-    ``extra["stream"]``; the target test split in memory) and the shard paths per domain."""
+    ``stream``; the target test split in memory) and the shard paths per domain."""
     root = ParquetDomains.Options.model_validate(spec.data.options).path
     paths = {"target": _paths(root, spec.data.target)}
     if METHODS.get(spec.method.name).uses_source:
@@ -104,24 +107,42 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
         target_rows=_rows(paths["target"]),
         input_shape=shape,
         encoded=meta.get(b"shiftray.input_encoding") == b"image",
+        domains=tuple(sorted(paths)),
+        paths=paths,
     )
     opts = ParquetDomains.Options.model_validate(spec.data.options)
     # the test split stays encoded in memory; evaluation decodes a batch at a time
     test = labelled(ParquetDomains.read(spec.data.target, "test", opts, lazy_images=True))
     if isinstance(test.x, EncodedImages):
         test.x.threads = spec.data.stream.decode_threads
-    empty = DomainArrays(np.zeros((0, *shape), np.float32), None, spec.data.target, "train")
-    data = DomainData(None, empty, test, classes, shape, {"stream": info})
+    empty = UnlabelledArrays(np.zeros((0, *shape), np.float32), spec.data.target, "train")
+    norm = None
+    if spec.data.normalize != "none":
+        if info.encoded:
+            raise ValueError("data.normalize is for feature vectors; these shards hold images")
+        files = [p for domain in sorted(paths) for p in paths[domain]]
+        norm = fit_normalization(spec.data.normalize, _input_chunks(files, shape))
+    data = DomainData(None, empty, test, classes, shape, stream=info, normalization=norm)
     return data, paths
 
 
+def _input_chunks(files: list[str], shape: tuple[int, ...]):
+    """The input column of the shards, one Parquet record batch at a time, as (rows, *shape)."""
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(columns=["input"], batch_size=4096):
+            flat = batch.column(0).flatten().to_numpy(zero_copy_only=False)
+            yield flat.reshape(len(batch), *shape)
+
+
 def make_datasets(paths: dict[str, list[str]]) -> dict[str, Any]:
-    """One Ray dataset per domain, reading the shards in file order (inputs and labels only)."""
+    """One Ray dataset per domain, reading the shards in file order: the source's inputs and
+    labels, the target's inputs only (its label column is never read)."""
     import ray.data
 
     out = {}
     for name, p in paths.items():
-        ds = ray.data.read_parquet(p, columns=["input", "label"], shuffle=None)
+        columns = ["input", "label"] if name == "source" else ["input"]
+        ds = ray.data.read_parquet(p, columns=columns, shuffle=None)
         ds.context.execution_options.preserve_order = True  # rows in file order, every epoch
         out[name] = ds
     return out

@@ -23,6 +23,7 @@ class SyntheticOptions(BaseModel):
     angle: float = Field(30.0, description="rotation of the target (degrees)")
     shift: float = Field(1.0, description="offset of the target along every axis")
     noise: float = Field(0.6, gt=0.0)
+    scale: float = Field(1.0, gt=0.0, description="multiplies every input (tiny or huge features)")
     image: bool = Field(False, description="shape inputs as (1, s, s) images, dim = s*s")
     seed: int = 0
 
@@ -53,7 +54,7 @@ class Synthetic(Benchmark):
             rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
             x[:, :2] = x[:, :2] @ rot.T
             x = x + opts.shift
-        x = x.astype(np.float32)
+        x = (x * opts.scale).astype(np.float32)
         if opts.image:
             side = int(round(opts.dim**0.5))
             if side * side != opts.dim:

@@ -21,7 +21,14 @@ class EvalResult:
     accuracy: float  # percent
     loss: float
     count: int
-    per_class: list[float]
+    per_class: list[float | None]  # None: no example of that class
+    predicted: list[int] | None = None  # examples predicted as each class
+    actual: list[int] | None = None  # examples of each class
+
+    @property
+    def top_predicted_share(self) -> float:
+        """The share of the examples predicted as the most predicted class (1 = collapsed)."""
+        return max(self.predicted) / max(self.count, 1) if self.predicted else 0.0
 
 
 def input_rows(x, idx: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -41,8 +48,9 @@ def evaluate(
     was_training = model.training
     model.eval()
     idx = np.arange(rank, len(data), world)
-    k = int(data.y.max()) + 1
-    stats = torch.zeros(3 + 2 * k, dtype=torch.float64)  # correct, loss_sum, count, per-class
+    k = max(int(data.y.max()) + 1, getattr(model, "num_classes", 0))
+    stats = torch.zeros(3 + 3 * k, dtype=torch.float64)  # correct, loss, count, per class: hit,
+    # total, predicted
     for start in range(0, len(idx), batch_size):
         sel = idx[start : start + batch_size]
         x = input_rows(data.x, sel, device)
@@ -54,12 +62,18 @@ def evaluate(
         stats[2] += len(sel)
         yc = y.cpu()
         stats[3 : 3 + k] += torch.bincount(yc, weights=hit, minlength=k)[:k]
-        stats[3 + k :] += torch.bincount(yc, minlength=k)[:k].double()
+        stats[3 + k : 3 + 2 * k] += torch.bincount(yc, minlength=k)[:k].double()
+        pred = logits.argmax(1).cpu().clamp(max=k - 1)
+        stats[3 + 2 * k :] += torch.bincount(pred, minlength=k)[:k].double()
     if world > 1 and dist.is_initialized():
         reduced = stats.to(device)  # NCCL reduces device tensors, gloo CPU ones
         dist.all_reduce(reduced)
         stats = reduced.cpu()
     model.train(was_training)
     count = int(stats[2])
-    per_class = (100.0 * stats[3 : 3 + k] / stats[3 + k :].clamp(min=1)).tolist()
-    return EvalResult(100.0 * float(stats[0]) / count, float(stats[1]) / count, count, per_class)
+    actual = [int(v) for v in stats[3 + k : 3 + 2 * k]]
+    hits = stats[3 : 3 + k].tolist()
+    per_class = [100.0 * h / n if n else None for h, n in zip(hits, actual, strict=True)]
+    predicted = [int(v) for v in stats[3 + 2 * k :]]
+    return EvalResult(100.0 * float(stats[0]) / count, float(stats[1]) / count, count, per_class,
+                      predicted, actual)  # fmt: skip

@@ -15,14 +15,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from shiftray.data.formats import DomainArrays
+from shiftray.data.formats import DomainArrays, UnlabelledArrays
 from shiftray.evaluate.metrics import input_rows
 from shiftray.methods.layers import entropy
 
 
 @torch.no_grad()
 def unsupervised_scores(
-    model: nn.Module, data: DomainArrays, batch_size: int, device: torch.device,
+    model: nn.Module, data: UnlabelledArrays | DomainArrays, batch_size: int, device: torch.device,
     rank: int = 0, world: int = 1,
 ) -> dict[str, float]:  # fmt: skip
     was = model.training

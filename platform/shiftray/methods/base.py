@@ -25,8 +25,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from shiftray.data.formats import DomainArrays
+from shiftray.data.formats import UnlabelledArrays
 from shiftray.data.pairing import DABatch
+from shiftray.models.load import RunIdentity
 
 
 class NoParams(BaseModel):
@@ -38,6 +39,7 @@ class ModelInfo:
     feature_dim: int
     num_classes: int
     num_target: int = 0  # size of the unlabelled target set (for per-example state)
+    job: RunIdentity | None = None  # what this job trains on: runs it loads are checked against it
 
 
 @dataclass
@@ -67,7 +69,7 @@ class AdaptationMethod(nn.Module):
     def after_step(self, model: nn.Module, step: int, progress: float) -> None:
         pass
 
-    def refresh(self, model: nn.Module, target: DomainArrays, device: torch.device) -> None:
+    def refresh(self, model: nn.Module, target: UnlabelledArrays, device: torch.device) -> None:
         pass
 
     def lr_scales(self) -> dict[str, float]:

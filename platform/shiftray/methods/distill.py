@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import frozen
+from shiftray.models.load import check_identity, load_trained_model, resolve_checkpoint
 
 
 class DistillParams(BaseModel):
@@ -45,8 +46,11 @@ class Distill(AdaptationMethod):
 
     def __init__(self, params: DistillParams, info) -> None:
         super().__init__(params, info)
-        from shiftray.train.checkpoint import load_trained_model
-
+        if info.job is not None:  # a teacher of this job's domains and classes
+            fields = ("benchmark", "source", "target", "classes")
+            check_identity(
+                resolve_checkpoint(params.teacher), info.job, fields, "method.params.teacher"
+            )
         self.teacher, labels = load_trained_model(params.teacher)
         if len(labels["classes"]) != info.num_classes:
             raise ValueError(

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy
+from shiftray.models.load import check_identity, resolve_checkpoint
 
 
 class SHOTParams(BaseModel):
@@ -68,9 +69,10 @@ class SHOT(AdaptationMethod):
         if self.params.source_checkpoint:
             from safetensors.torch import load_file
 
-            from shiftray.train.checkpoint import resolve_checkpoint
-
             ckpt = resolve_checkpoint(self.params.source_checkpoint)
+            if self.info.job is not None:  # the source model of this job's source domain
+                fields = ("benchmark", "source", "classes", "backbone")
+                check_identity(ckpt, self.info.job, fields, "method.params.source_checkpoint")
             model.load_state_dict(load_file(ckpt / "model.safetensors"))
 
     def lr_scales(self):

@@ -15,11 +15,20 @@ class AdaptModel(nn.Module):
     """normalise -> backbone -> bottleneck -> classifier; forward returns (logits, features).
 
     ``features`` are the bottleneck outputs: what discriminators and alignment losses see.
-    Inputs are raw (images in [0, 1], vectors as the reader gives them).
+    Inputs are raw (images in [0, 1], vectors as the reader gives them): ``normalize`` (the
+    job's ``data.normalize``, `shiftray.data.normalize`) and the backbone's own input
+    normalisation are applied here, so a checkpoint carries them to evaluation and serving.
     """
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
+        normalize: str = "none",
+    ) -> None:  # fmt: skip
         super().__init__()
+        self.normalize = normalize
+        if normalize == "zscore":  # fitted on the training data (set_normalization), saved
+            self.register_buffer("norm_mean", torch.zeros(input_shape))
+            self.register_buffer("norm_std", torch.ones(input_shape))
         bb = build_backbone(spec.backbone, input_shape, spec.pretrained, spec.backbone_kwargs)
         self.backbone = bb.module
         self.layer_groups = bb.layer_groups
@@ -42,8 +51,30 @@ class AdaptModel(nn.Module):
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
 
+    def set_normalization(self, norm) -> None:
+        """Copy a fitted `shiftray.data.normalize.Normalization` into the model."""
+        if norm.kind != self.normalize:
+            raise ValueError(
+                f"normalization {norm.kind!r} for a model built for {self.normalize!r}"
+            )
+        if norm.kind == "zscore":
+            self.norm_mean.copy_(torch.from_numpy(norm.mean).view_as(self.norm_mean))
+            self.norm_std.copy_(torch.from_numpy(norm.std).view_as(self.norm_std))
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "zscore":
+            return (x - self.norm_mean) / self.norm_std
+        if self.normalize in ("l1", "l2"):
+            p = 1 if self.normalize == "l1" else 2
+            norms = x.flatten(1).norm(p=p, dim=1).clamp_min(1e-12)
+            return x / norms.view(-1, *([1] * (x.dim() - 1)))
+        if self.normalize == "log1p":
+            return torch.log1p(x)
+        return x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of raw inputs (what cached feature extraction stores)."""
+        x = self._normalize(x)
         if self.input_mean is not None:
             x = (x - self.input_mean) / self.input_std
         x = as_format(x, self.channels_last)  # every caller: training, evaluation, validators
@@ -81,5 +112,7 @@ class AdaptModel(nn.Module):
         return groups
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> AdaptModel:
-    return AdaptModel(spec, tuple(input_shape), num_classes)
+def build_model(
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, normalize: str = "none"
+) -> AdaptModel:
+    return AdaptModel(spec, tuple(input_shape), num_classes, normalize)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -27,9 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from shiftray.models.load import CKPT_RE, list_checkpoints
 from shiftray.train.module import TrainModule
-
-CKPT_RE = re.compile(r"^checkpoint_(\d{8})$")
 
 
 @dataclass
@@ -97,22 +95,17 @@ def save_checkpoint(
     return final
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and CKPT_RE.match(p.name)]
-    return sorted(found, key=lambda p: int(CKPT_RE.match(p.name).group(1)))
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 
 
-def prune_checkpoints(run_dir: Path, keep: int) -> None:
+def prune_checkpoints(run_dir: Path, keep: int, protect: tuple[int, ...] = ()) -> None:
+    """Keep the newest ``keep`` checkpoints and those of the steps in ``protect`` (the best
+    step under early stopping); remove the rest and any leftovers of killed writes."""
     for p in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
+        if checkpoint_step(p) not in protect:
+            shutil.rmtree(p, ignore_errors=True)
     recover_replaced(run_dir)
     for pattern in (".tmp-checkpoint_*", ".old-checkpoint_*", ".checkpoint_*.download"):
         for p in Path(run_dir).glob(pattern):
@@ -178,35 +171,3 @@ def load_checkpoint(
         for group, settings in zip(optimizer.param_groups, built, strict=True):
             group.update(settings)
     return read_state(ckpt)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (-> its latest checkpoint)."""
-    path = Path(path).expanduser()
-    if (path / "model.safetensors").is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise FileNotFoundError(
-            f"{path} is neither a checkpoint (no model.safetensors) nor a run directory with "
-            f"checkpoint_* inside; train one first with `shiftray run`"
-        )
-    return latest
-
-
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Build the AdaptModel a checkpoint was trained with and load its weights (for inference,
-    teachers and serving): needs only model.safetensors, spec.yaml and labels.json."""
-    from shiftray.config.load import load_spec
-    from shiftray.models.build import build_model
-
-    ckpt = resolve_checkpoint(path)
-    spec = load_spec(ckpt / "spec.yaml")
-    labels = json.loads((ckpt / "labels.json").read_text())
-    model = build_model(
-        spec.model.model_copy(update={"pretrained": False}),
-        tuple(labels["input_shape"]),
-        len(labels["classes"]),
-    )
-    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
-    return model.to(device).eval(), labels

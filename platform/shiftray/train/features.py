@@ -8,20 +8,18 @@ import dataclasses
 import numpy as np
 import torch
 
-from shiftray.data.formats import DomainArrays, DomainData
+from shiftray.data.formats import DomainData
 from shiftray.models.build import AdaptModel
 
 
 @torch.no_grad()
-def backbone_features(
-    model: AdaptModel, arrays: DomainArrays, batch_size: int, device
-) -> DomainArrays:
+def backbone_features(model: AdaptModel, arrays, batch_size: int, device):
     model.backbone.eval()
     out = []
     for start in range(0, len(arrays), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(arrays.x[start : start + batch_size])).to(device)
         out.append(model.features(x).float().cpu().numpy())
-    return DomainArrays(np.concatenate(out), arrays.y, arrays.domain, arrays.split)
+    return dataclasses.replace(arrays, x=np.concatenate(out))
 
 
 def cache_features(model: AdaptModel, data: DomainData, batch_size: int, device) -> DomainData:
@@ -32,7 +30,7 @@ def cache_features(model: AdaptModel, data: DomainData, batch_size: int, device)
         source=conv(data.source),
         target=conv(data.target),
         target_test=conv(data.target_test),
-        extra={k: conv(v) for k, v in data.extra.items()},
+        source_val=conv(data.source_val),
     )
     model.cached = True
     return cached

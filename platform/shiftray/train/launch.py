@@ -20,7 +20,10 @@ from shiftray.config.schema import JobSpec
 from shiftray.data.formats import DomainData
 from shiftray.data.loading import load_job_data
 from shiftray.data.streaming import data_config, load_stream_data, make_datasets
+from shiftray.train.context import RayTrainReporter
+from shiftray.train.hooks import LoopHook
 from shiftray.train.loop import train_loop_per_worker
+from shiftray.train.run import LoopConfig
 
 
 def ray_env() -> None:
@@ -84,6 +87,15 @@ def run_dir_for(spec: JobSpec) -> Path:
     return (Path(spec.tracking.output_dir).expanduser() / spec.name).resolve()
 
 
+def _storage_keep(spec: JobSpec) -> int | None:
+    """Checkpoints kept in ``storage_path``: as many as the run directory keeps (locally the
+    loop prunes), or all when early stopping may restore a best step older than those."""
+    es = spec.finetune.early_stopping
+    if spec.tracking.storage_path is None or (es is not None and es.restore_best):
+        return None
+    return spec.train.keep_checkpoints
+
+
 @dataclass
 class FitResult:
     run_dir: Path
@@ -91,13 +103,22 @@ class FitResult:
     seconds: float
 
 
-def _job_data(spec: JobSpec, data: DomainData | None) -> tuple[DomainData, dict[str, Any]]:
-    """The job's data, and for streamed jobs the Ray datasets and the loop keys naming them."""
-    if not spec.data.stream.enabled:
-        return (data if data is not None else load_job_data(spec)), {}
+def job_data(spec: JobSpec) -> DomainData:
+    """The data a job trains on, read on the driver (so a missing file fails before any worker
+    starts). Streamed jobs: only the shards' footers and the target test split are read here;
+    the training splits stay on disk until the workers stream them."""
+    if spec.data.stream.enabled:
+        return load_stream_data(spec)[0]
+    return load_job_data(spec)
+
+
+def _job_data(spec: JobSpec, data: DomainData | None) -> tuple[DomainData, dict[str, Any] | None]:
+    """The job's data, and for streamed jobs the Ray datasets of the streamed domains."""
+    data = data if data is not None else job_data(spec)
+    if data.stream is None:
+        return data, None
     ensure_ray()
-    data, paths = load_stream_data(spec)
-    return data, {"datasets": make_datasets(paths), "stream_domains": sorted(paths)}
+    return data, make_datasets(data.stream.paths)
 
 
 def _warn_if_no_cpu_for_reads(training_cpus: float) -> None:
@@ -129,13 +150,13 @@ def _warn_if_nodes_share_no_storage(spec: JobSpec, run_dir: Path) -> None:
 
 def fit(
     spec: JobSpec, data: DomainData | None = None, max_failures: int | None = None,
-    loop_extra: dict[str, Any] | None = None, fresh: bool = False,
+    hooks: tuple[LoopHook, ...] = (), fresh: bool = False,
 ) -> FitResult:  # fmt: skip
-    """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers. ``loop_extra`` adds
-    keys to the loop's config (tests use it to inject faults); ``fresh`` (``--restart``): no
-    worker resumes from checkpoints of an earlier run left on its node."""
+    """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers. ``hooks`` watch or
+    disturb the loop (tests: `shiftray.train.hooks`); ``fresh`` (``--restart``): no worker
+    resumes from checkpoints of an earlier run left on its node."""
     t0 = time.perf_counter()
-    data, streamed = _job_data(spec, data)
+    data, datasets = _job_data(spec, data)
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
@@ -144,24 +165,24 @@ def fit(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     res = spec.resources
-    if streamed:
+    if datasets:
         _warn_if_no_cpu_for_reads(res.num_workers * res.cpus_per_worker)
     _warn_if_nodes_share_no_storage(spec, run_dir)
     backend = res.backend if res.backend != "auto" else ("nccl" if res.use_gpu else "gloo")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "spec": spec.model_dump(mode="json"),
-            "run_dir": str(run_dir),
-            "data": ray.put(data),
-            "ray": True,
-            "upload_checkpoints": spec.tracking.storage_path is not None,
-            "stream_domains": streamed.get("stream_domains", []),
-            "fresh": fresh,
-            **(loop_extra or {}),
+            "loop": LoopConfig(
+                spec,
+                run_dir,
+                ray.put(data),
+                reporter=RayTrainReporter(upload=spec.tracking.storage_path is not None),
+                fresh=fresh,
+                hooks=tuple(hooks),
+            )  # fmt: skip
         },
-        datasets=streamed.get("datasets"),
-        dataset_config=data_config() if streamed else None,
+        datasets=datasets,
+        dataset_config=data_config() if datasets else None,
         scaling_config=ScalingConfig(
             num_workers=res.num_workers,
             use_gpu=res.use_gpu,
@@ -171,10 +192,7 @@ def fit(
         run_config=RunConfig(
             name=spec.name,
             storage_path=spec.tracking.storage_path or str(run_dir.parent),
-            # in storage, keep as many as the run directory does (locally the loop prunes)
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=spec.train.keep_checkpoints if spec.tracking.storage_path else None
-            ),
+            checkpoint_config=CheckpointConfig(num_to_keep=_storage_keep(spec)),
             failure_config=FailureConfig(
                 max_failures=spec.resources.max_failures if max_failures is None else max_failures
             ),
@@ -187,13 +205,15 @@ def fit(
     return FitResult(run_dir, metrics, time.perf_counter() - t0)
 
 
-def fit_local(spec: JobSpec, data: DomainData | None = None) -> FitResult:
+def fit_local(
+    spec: JobSpec, data: DomainData | None = None, hooks: tuple[LoopHook, ...] = (),
+    fresh: bool = False,
+) -> FitResult:  # fmt: skip
     """The same loop in this process, without Ray (one worker): for debugging and benchmarks."""
     t0 = time.perf_counter()
-    data, streamed = _job_data(spec, data)
+    data, datasets = _job_data(spec, data)
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = train_loop_per_worker(
-        {"spec": spec.model_dump(mode="json"), "run_dir": str(run_dir), "data": data, **streamed}
-    )
+    cfg = LoopConfig(spec, run_dir, data, datasets=datasets, hooks=tuple(hooks), fresh=fresh)
+    metrics = train_loop_per_worker(cfg)
     return FitResult(run_dir, metrics, time.perf_counter() - t0)

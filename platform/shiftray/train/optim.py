@@ -66,7 +66,9 @@ def build_optimizer(module: TrainModule, spec: JobSpec) -> torch.optim.Optimizer
 
 
 def set_lr(optimizer: torch.optim.Optimizer, spec: JobSpec, progress: float) -> float:
-    """Set every group's lr (and zero the decay of frozen groups); returns the base lr."""
+    """Set every group's lr (and zero the decay of frozen groups: ``frozen`` marks a group whose
+    scale is 0 now, which `shiftray.finetune.freeze.apply_freezing` turns into no gradient and
+    no optimizer state); returns the base lr."""
     factor = lr_factor(spec.optim, progress)
     for g in optimizer.param_groups:
         scale = g["lr_scale"]
@@ -74,4 +76,5 @@ def set_lr(optimizer: torch.optim.Optimizer, spec: JobSpec, progress: float) -> 
             scale *= unfreeze_scale(spec.finetune, g["backbone_group"], g["n_backbone"], progress)
         g["lr"] = spec.optim.lr * scale * factor
         g["weight_decay"] = g["decay"] if scale > 0 else 0.0
+        g["frozen"] = scale == 0
     return spec.optim.lr * factor

@@ -1,0 +1,56 @@
+"""One evaluation of a model during or after training: every score the loop reports.
+
+Target-test accuracy (target labels are read here, for reporting only; skipped when the target
+has none), source-validation accuracy when a labelled source split was held out, and the
+label-free scores on the unlabelled target training set when asked for (or when there are no
+target labels). All are over the whole split, split across ranks and all-reduced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from shiftray.data.formats import DomainData
+from shiftray.evaluate.metrics import evaluate
+from shiftray.evaluate.validators import unsupervised_scores
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class: list[float | None] | None = None  # target-test accuracy per class (class order)
+    predicted: list[int] | None = None  # target-test examples predicted as each class
+    actual: list[int] | None = None  # target-test examples of each class
+
+    def detail(self) -> dict:
+        """What a checkpoint keeps besides the metrics (state.json)."""
+        return {"per_class": self.per_class, "predicted": self.predicted, "actual": self.actual}
+
+    @classmethod
+    def restore(cls, metrics: dict[str, float], detail: dict | None) -> Evaluation:
+        return cls(dict(metrics), **(detail or {}))
+
+
+def evaluate_all(
+    model, data: DomainData, batch_size: int, device: torch.device, rank: int = 0,
+    world: int = 1, label_free: bool = False, autocast_dtype: torch.dtype | None = None,
+) -> Evaluation:  # fmt: skip
+    """Under the training step's autocast dtype (bf16 on GPUs by default); losses and
+    probabilities are computed in fp32."""
+    if autocast_dtype is not None:
+        with torch.autocast(device.type, dtype=autocast_dtype):
+            return evaluate_all(model, data, batch_size, device, rank, world, label_free)
+    args = (batch_size, device, rank, world)
+    out = Evaluation()
+    if data.target_test.y is not None:
+        res = evaluate(model, data.target_test, *args)
+        out.metrics = {"target_acc": res.accuracy, "target_loss": res.loss, "eval_count": res.count}
+        out.per_class, out.predicted, out.actual = res.per_class, res.predicted, res.actual
+    if data.source_val is not None:
+        out.metrics["source_val_acc"] = evaluate(model, data.source_val, *args).accuracy
+    if label_free or data.target_test.y is None:  # no target labels: the label-free scores
+        unlabelled = data.target if len(data.target) else data.target_test.without_labels()
+        out.metrics |= unsupervised_scores(model, unlabelled, *args)
+    return out
