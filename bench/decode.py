@@ -118,7 +118,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sizes", default="20,224,500", help="square image sizes, px")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the images (quick runs)")
-    p.add_argument("--out-name", default="cpu-decode")
+    p.add_argument("--out-name", default="cpu-decode", help="bench/results/<name>.json; or a path")
     args = p.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)  # measured here

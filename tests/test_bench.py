@@ -79,3 +79,15 @@ def test_accuracy_two_phase_methods_train_their_first_phase(monkeypatch, method,
     assert ov1 == pair  # the first phase: same pair and seed
     assert ov2 == [*pair, f"method.params.{param}={dir1}"]  # the second reads the first's run
     assert row["method"] == method and row["target_acc"] == 50.0
+
+
+def test_decode_script_smoke(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench/decode.py"), "--rounds", "1", "--scale", "0.01",
+           "--sizes", "20", "--out-name", str(tmp_path / "decode")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "decode.json").read_text())
+    got = {(r["format"], r["how"], r["decoder"]) for r in result["rows"]}
+    assert ("JPEG", "batched", "torchcodec") in got and ("PNG", "single", "PIL") in got
+    assert all(r["max_abs_diff"] == 0 for r in result["rows"] if r["decoder"] == "torchcodec")
+    assert result["libraries"]["torchcodec"] and result["commit"] is not None
