@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, print_table, provenance  # noqa: E402
 from shiftray.config.schema import ModelSpec  # noqa: E402
-from shiftray.data.pairing import DABatch  # noqa: E402
+from shiftray.data.batches.base import DABatch  # noqa: E402
 from shiftray.methods.base import ModelInfo  # noqa: E402
 from shiftray.methods.dann import DANN, DANNParams  # noqa: E402
 from shiftray.methods.erm import ERM, ERMParams  # noqa: E402

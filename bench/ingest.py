@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_result  # noqa: E402
 from shiftray.cli import main as cli  # noqa: E402
 from shiftray.config.load import load_spec  # noqa: E402
-from shiftray.data.sources import write_table  # noqa: E402
-from shiftray.data.streaming import StreamPairing, load_stream_data, make_datasets  # noqa: E402
+from shiftray.data.batches.stream import StreamPairing, load_stream_data, make_datasets  # noqa: E402
+from shiftray.data.table import write_table  # noqa: E402
 from shiftray.tracking import read_metrics  # noqa: E402
 from shiftray.train.launch import ensure_ray, fit_local  # noqa: E402
 
@@ -50,7 +50,7 @@ BATCH = 64  # per domain, as the digits jobs
 def jpeg_shards(out: Path) -> None:
     """Digits at 32x32 RGB as JPEG bytes (quality 95), with the encoded-image metadata."""
     import torch
-    from shiftray.data.benchmarks import Digits
+    from shiftray.data.readers.digits import Digits
     from torchvision.io import encode_jpeg
 
     opts = Digits.Options(image_size=32, channels=3)

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, time_per_call, write_result  # noqa: E402
 from shiftray.config.load import load_spec  # noqa: E402
-from shiftray.data.pairing import DABatch  # noqa: E402
+from shiftray.data.batches.base import DABatch  # noqa: E402
 from shiftray.methods.base import ModelInfo  # noqa: E402
 from shiftray.models.build import build_model  # noqa: E402
 from shiftray.registry import METHODS  # noqa: E402

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_result  # noqa: E402
 from shiftray.cli import main as cli  # noqa: E402
-from shiftray.data.folders import TableFile, _parse  # noqa: E402
+from shiftray.data.readers.table import TableFile, _parse  # noqa: E402
 
 
 def write_tables(folder: Path, rows: int, cols: int) -> dict[str, Path]:

@@ -158,10 +158,7 @@ def _bench_opts(items: list[str]) -> dict:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from shiftray.data.formats import to_table
-    from shiftray.data.sources import shard_paths, write_shards, write_table
+    from shiftray.data.prepare import prepare
     from shiftray.registry import DATASETS
 
     bench = DATASETS.get(args.benchmark)
@@ -172,27 +169,10 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             f"found no domains for {args.benchmark} with {_bench_opts(args.option)}: check the "
             f"options ({', '.join(bench.Options.model_fields)}) or name them with --domains"
         )
-    for d in domains:
-        for split in bench.splits:
-            # train rows in a random order: streaming shuffles only within windows of rows
-            # (data.stream.shuffle_buffer), and rows written class by class would give batches
-            # of two or three classes
-            seed = args.seed if split == "train" else -1
-            if hasattr(bench, "encoded_tables"):  # images stay encoded, a chunk at a time
-                tables = bench.encoded_tables(d, split, opts, seed)
-                paths, rows = write_shards(tables, args.out, d, split, args.shard_rows)
-            else:
-                table = to_table(bench.read(d, split, opts), bench.class_names(opts))
-                if seed >= 0:
-                    perm = np.random.default_rng([seed, len(table)]).permutation(len(table))
-                    table = table.take(perm)
-                paths, rows = write_table(table, args.out, d, split, args.shard_rows), len(table)
-            for path in paths:
-                print(f"{path}")
-            print(f"  {d}/{split}: {rows} rows")
-        for split in {"train", "test"} - set(bench.splits):  # e.g. image folders: no test files
-            for old in shard_paths(args.out, d, split):  # an earlier prepare's would be read
-                old.unlink()
+    for written in prepare(bench, opts, args.out, domains, args.shard_rows, args.seed):
+        for path in written.paths:
+            print(f"{path}")
+        print(f"  {written.domain}/{written.split}: {written.rows} rows")
     return 0
 
 

@@ -8,6 +8,12 @@ torch code. Packages outside shiftray add entries through Python entry points (g
 read on first use; a plugin name that clashes with another entry is an error naming both.
 Unknown names raise `UnknownNameError`, which lists what is registered, so a typo in a job spec
 tells the user what they could have written.
+
+A method's module imports torch (about 2 s), so validating ``method.params`` does not import it:
+`Registry.params_of` reads a built-in method's Params from its lazy params entry
+(`BUILTIN_PARAMS`: torch-free models in ``shiftray.methods.params``, the same classes the method
+modules re-export). A plugin method has no params entry: ``params_of`` imports it and reads its
+``Params``, so plugins work unchanged (at the cost of that import).
 """
 
 from __future__ import annotations
@@ -38,17 +44,34 @@ BUILTIN: dict[str, dict[str, str]] = {
         "distill": "shiftray.methods.distill:Distill",
     },
     "dataset": {
-        "digits": "shiftray.data.benchmarks:Digits",
-        "amazon": "shiftray.data.benchmarks:AmazonReviews",
-        "office_caltech": "shiftray.data.benchmarks:OfficeCaltech10",
-        "imagefolder": "shiftray.data.folders:ImageFolder",
-        "table": "shiftray.data.folders:TableFile",
-        "parquet": "shiftray.data.sources:ParquetDomains",
-        "synthetic": "shiftray.data.synthetic:Synthetic",
+        "digits": "shiftray.data.readers.digits:Digits",
+        "amazon": "shiftray.data.readers.amazon:AmazonReviews",
+        "office_caltech": "shiftray.data.readers.office:OfficeCaltech10",
+        "imagefolder": "shiftray.data.readers.imagefolder:ImageFolder",
+        "table": "shiftray.data.readers.table:TableFile",
+        "parquet": "shiftray.data.readers.parquet:ParquetDomains",
+        "synthetic": "shiftray.data.readers.synthetic:Synthetic",
     },
     "validator": {
         "entropy": "shiftray.evaluate.validators:entropy_validator",
         "im": "shiftray.evaluate.validators:im_validator",
+    },
+}
+
+
+# name -> "module:attr" of the entry's Params, per registry: what validation reads without
+# importing the entry (its module imports torch); each must be the entry's own ``Params``
+BUILTIN_PARAMS: dict[str, dict[str, str]] = {
+    "method": {
+        "erm": "shiftray.methods.params:ERMParams",
+        "dann": "shiftray.methods.params:DANNParams",
+        "cdan": "shiftray.methods.params:CDANParams",
+        "mcc": "shiftray.methods.params:MCCParams",
+        "self_training": "shiftray.methods.params:SelfTrainingParams",
+        "fixmatch": "shiftray.methods.params:FixMatchParams",
+        "mean_teacher": "shiftray.methods.params:MeanTeacherParams",
+        "shot": "shiftray.methods.params:SHOTParams",
+        "distill": "shiftray.methods.params:DistillParams",
     },
 }
 
@@ -77,11 +100,19 @@ class Registry(Generic[T]):
 
     Entries are ``"module:attr"`` strings (built-ins, `add`), entry points (plugins) or objects
     (`register` as a decorator, for code that builds its own). `names` and `__contains__` never
-    import an entry; `get` imports one; `describe` imports all (for docstrings in `shiftray ls`).
+    import an entry; `get` imports one; `params_of` only its Params where a params entry names
+    them; `describe` imports all (for docstrings in `shiftray ls`).
     """
 
-    def __init__(self, kind: str, group: str, builtin: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        builtin: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> None:
         self.kind, self.group = kind, group
+        self._params = dict(params or {})  # name -> "module:attr" of its Params (lazy)
         self._entries: dict[str, str | EntryPoint | T] = dict(builtin or {})
         self._own = dict(self._entries)  # what a reset keeps: built-ins and registered objects
         self._loaded: dict[str, T] = {}
@@ -161,6 +192,18 @@ class Registry(Generic[T]):
         self._loaded[name] = obj
         return obj
 
+    def params_of(self, name: str) -> Any:
+        """``get(name).Params`` (the pydantic model of the entry's options), without importing
+        the entry when it has a params entry (built-in methods); else the entry is imported."""
+        self.check(name)
+        target = self._params.get(name)
+        if target is None:
+            return self.get(name).Params
+        try:
+            return _resolve(target)
+        except (ImportError, AttributeError) as e:
+            raise RegistryError(f"{self.kind} {name!r}: cannot load {target}: {e}") from e
+
     def __contains__(self, name: object) -> bool:
         self._scan()
         return name in self._entries
@@ -182,7 +225,9 @@ class Registry(Generic[T]):
 
 
 BACKBONES: Registry[Any] = Registry("backbone", "shiftray.backbones", BUILTIN["backbone"])
-METHODS: Registry[Any] = Registry("method", "shiftray.methods", BUILTIN["method"])
+METHODS: Registry[Any] = Registry(
+    "method", "shiftray.methods", BUILTIN["method"], BUILTIN_PARAMS["method"]
+)
 DATASETS: Registry[Any] = Registry("dataset", "shiftray.datasets", BUILTIN["dataset"])
 VALIDATORS: Registry[Any] = Registry("validator", "shiftray.validators", BUILTIN["validator"])
 REGISTRIES = (BACKBONES, METHODS, DATASETS, VALIDATORS)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from conftest import make_tree, synthetic_spec
 from shiftray.config.load import spec_from_dict
-from shiftray.data.formats import to_table
-from shiftray.data.sources import write_table
-from shiftray.data.synthetic import Synthetic
+from shiftray.data.readers.synthetic import Synthetic
+from shiftray.data.table import to_table, write_table
 from shiftray.train.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.ray
@@ -66,7 +65,7 @@ def _close_pairings():
 
 
 def pairing(spec, batch=32):
-    from shiftray.data.streaming import StreamPairing, load_stream_data, make_datasets
+    from shiftray.data.batches.stream import StreamPairing, load_stream_data, make_datasets
 
     data, paths = load_stream_data(spec)
     ds = make_datasets(paths)
@@ -149,7 +148,7 @@ def test_streaming_needs_parquet_and_whole_target_methods_refuse(shards, tmp_pat
 
 def test_encoded_images_are_decoded_in_the_worker(ray_session, tmp_path):
     from shiftray.cli import main
-    from shiftray.data.sources import ParquetDomains
+    from shiftray.data.readers.parquet import ParquetDomains
     from shiftray.train.launch import fit_local
 
     make_tree(tmp_path / "tree", n=8)
@@ -171,8 +170,8 @@ def test_encoded_images_are_decoded_in_the_worker(ray_session, tmp_path):
     assert b.x_s.shape == (8, 3, 16, 16)
     np.testing.assert_allclose(b.x_s.numpy(), memory.x[:8], atol=1e-6)
     np.testing.assert_array_equal(b.y_s.numpy(), memory.y[:8])
+    from shiftray.data.batches.stream import load_stream_data
     from shiftray.data.images import EncodedImages
-    from shiftray.data.streaming import load_stream_data
 
     test = load_stream_data(spec)[0].target_test
     assert isinstance(test.x, EncodedImages)  # evaluation decodes a batch at a time
@@ -189,8 +188,8 @@ def test_ranks_stopping_early_close_without_waiting_on_each_other(ray_session, s
     import time
 
     import ray.data
-    from shiftray.data.sources import shard_paths
-    from shiftray.data.streaming import StreamInfo, StreamPairing
+    from shiftray.data.batches.stream import StreamInfo, StreamPairing
+    from shiftray.data.table import shard_paths
 
     root, _ = shards
     paths = [str(p) for p in shard_paths(root, "b", "train")][:2]  # 128 rows
@@ -223,7 +222,7 @@ def _without_label_column(root, domain):
     """The domain's training shards rewritten with no label column at all: a trap that fails
     any read of a target label (Ray Data / pyarrow raise on a missing column)."""
     import pyarrow.parquet as pq
-    from shiftray.data.sources import shard_paths
+    from shiftray.data.table import shard_paths
 
     for path in shard_paths(root, domain, "train"):
         table = pq.read_table(path)
@@ -250,7 +249,7 @@ def test_shiftray_run_on_a_streamed_job_never_decodes_the_training_tables(
     target test split, never a training split; the workers stream those."""
     import yaml
     from shiftray import cli
-    from shiftray.data import sources
+    from shiftray.data.readers import parquet as sources
 
     root, _ = shards
     decoded = []

@@ -1,5 +1,5 @@
 import pytest
-from conftest import synthetic_spec
+from conftest import ROOT, synthetic_spec
 from shiftray.config.load import SpecError, apply_overrides, load_spec, spec_from_dict
 
 
@@ -99,3 +99,15 @@ def test_the_workers_of_an_existing_cluster_get_settings_never_secrets(monkeypat
             "WANDB_MODE"} <= set(got)  # fmt: skip
     assert not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "WANDB_API_KEY", "HF_TOKEN",
                 "HOME"} & set(got)  # fmt: skip
+
+
+def test_placeholders_follow_the_spec_s_own_domains():
+    """A SHOT job's source run named from its own domains: a pair override moves it along."""
+    spec = load_spec(ROOT / "jobs/amazon/shot.yaml", ["data.source=kitchen", "data.target=dvd"])
+    assert spec.method.params["source_checkpoint"] == "runs/amazon-source-kitchen"
+    distill = load_spec(ROOT / "jobs/digits/mnist-usps-distill.yaml",
+                        ["data.source=usps", "data.target=mnist"])  # fmt: skip
+    assert distill.method.params["teacher"] == "runs/usps-mnist-dann"
+    assert load_spec(ROOT / "jobs/digits/usps-mnist-dann.yaml").name == "usps-mnist-dann"
+    with pytest.raises(SpecError, match=r"name: unknown placeholder \{data.sorce\}"):
+        load_spec(ROOT / "jobs/amazon/shot.yaml", ["name=x-{data.sorce}"])

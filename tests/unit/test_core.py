@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_spec
+from conftest import ROOT, synthetic_spec
 from safetensors.torch import load_file
 from shiftray.config.load import spec_from_dict
 from shiftray.data.loading import load_job_data
@@ -70,7 +70,7 @@ def test_frozen_groups_get_no_gradient_and_no_optimizer_state(tmp_path):
 
 
 def test_apply_freezing_skips_gradients_of_frozen_groups():
-    from shiftray.data.pairing import DABatch
+    from shiftray.data.batches.base import DABatch
     from shiftray.finetune.freeze import apply_freezing
     from shiftray.methods.base import ModelInfo
     from shiftray.models.build import build_model
@@ -182,8 +182,8 @@ def test_in_memory_training_never_reads_a_target_label(tmp_path, monkeypatch, me
     """The reader hands the target's training split over with trapped labels: training (with
     pseudo-labelling methods, SHOT's whole-target refresh included) runs to the end, and the
     data it trains on has no label slot for the target at all."""
-    from shiftray.data.formats import UnlabelledArrays
-    from shiftray.data.synthetic import Synthetic
+    from shiftray.data.arrays import UnlabelledArrays
+    from shiftray.data.readers.synthetic import Synthetic
 
     real = Synthetic.read.__func__
 
@@ -237,3 +237,42 @@ def test_a_collapsed_run_is_flagged(tmp_path, capsys):
     assert flat["health"]["collapsed"] and "collapsed" in capsys.readouterr().err
     _, z = run(tmp_path, "z", data__normalize="zscore", **over)
     assert not z["health"]["collapsed"] and z["target_acc"] > 60
+
+
+def _tiny_bag_of_words(path, n=400, dim=400, seed=0):
+    """Two domains of L1-normalised word counts (every value ~1/dim, as in a user's copy of
+    the Amazon features): class k draws words from its own half of a shifted vocabulary."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow([*(f"w{i}" for i in range(dim)), "label", "domain"])
+        for domain, offset in (("src", 0), ("tgt", dim // 10)):
+            for i in range(n):
+                y = i % 2
+                p = np.full(dim, 1.0)
+                p[np.roll(np.arange(dim) < dim // 2, offset + y * dim // 2)] += 1.0
+                counts = rng.multinomial(60, p / p.sum())
+                out.writerow([*(counts / counts.sum()).round(6), y, domain])
+
+
+def test_the_shipped_amazon_spec_collapses_on_tiny_features_unless_normalised(tmp_path, capsys):
+    """The shipped Amazon DANN spec pointed at a table of L1-normalised features (values around
+    0.0025): without data.normalize every review lands in one class and the run says so; with
+    data.normalize=zscore the same spec learns."""
+    from shiftray.config.load import load_spec
+    from shiftray.train.launch import fit_local
+
+    table = tmp_path / "bow.csv"
+    _tiny_bag_of_words(table)
+    common = ["data.benchmark=table", f"data.options={{path: {table}}}", "data.source=src",
+              "data.target=tgt", "train.steps=300", "train.eval_every=300",
+              "train.checkpoint_every=300", "tracking.wandb=disabled",
+              f"tracking.output_dir={tmp_path}"]  # fmt: skip
+    job = ROOT / "jobs" / "amazon" / "dann.yaml"
+    flat = fit_local(load_spec(job, [*common, "name=flat"])).metrics
+    assert flat["health"]["collapsed"] and flat["target_acc"] == pytest.approx(50.0, abs=1.0)
+    assert "collapsed" in capsys.readouterr().err
+    z = fit_local(load_spec(job, [*common, "name=z", "data.normalize=zscore"])).metrics
+    assert not any(z["health"].values()) and z["target_acc"] > 75.0

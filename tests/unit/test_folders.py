@@ -8,9 +8,10 @@ import pytest
 from conftest import make_tree, synthetic_spec
 from shiftray.cli import main
 from shiftray.config.load import spec_from_dict
-from shiftray.data.folders import ImageFolder
 from shiftray.data.loading import load_job_data
-from shiftray.data.sources import ParquetDomains, shard_paths, write_shards
+from shiftray.data.readers.imagefolder import ImageFolder
+from shiftray.data.readers.parquet import ParquetDomains
+from shiftray.data.table import shard_paths, write_shards
 from shiftray.train.loop import train_loop_per_worker
 from shiftray.train.run import LoopConfig
 
@@ -92,7 +93,7 @@ def test_csv_and_jsonl_tables(tmp_path):
 def test_table_edge_cases_fail_naming_what_to_fix(tmp_path):
     """JSON lines may write an unlabelled row's label as "" beside numbers; an empty feature
     cell, or a file with no numeric feature column, fails naming the columns."""
-    from shiftray.data.folders import TableFile
+    from shiftray.data.readers.table import TableFile
 
     jsonl = tmp_path / "mixed.jsonl"
     rows = [{"f": float(i), "label": "" if i == 2 else i % 2, "domain": "a"} for i in range(100)]
@@ -115,7 +116,7 @@ def test_table_reader_output_is_the_hand_built_matrix(tmp_path):
     int and float columns as float32, class names sorted, empty and -1 labels unlabelled, each
     domain's rows in file order; a Parquet file read in several row groups gives the same."""
     import pyarrow as pa
-    from shiftray.data.folders import TableFile, _parse
+    from shiftray.data.readers.table import TableFile, _parse
 
     csv = tmp_path / "t.csv"
     csv.write_text(
@@ -165,7 +166,7 @@ def _stat(path):
 def test_table_option_features_is_now_feature_columns(tmp_path, capsys):
     """`features` is a transform in other readers; the table reader's column list is
     `feature_columns`, and the old spelling is refused naming it."""
-    from shiftray.data.folders import TableFile
+    from shiftray.data.readers.table import TableFile
 
     with pytest.raises(ValueError, match="`features` is now `feature_columns`"):
         TableFile.Options(path="t.csv", features=["f1"])
@@ -274,7 +275,7 @@ def test_table_labels_names_unlabelled_rows_and_a_target_without_labels(tmp_path
     """Class-name labels, -1 / empty for unlabelled rows, string integers compared as numbers,
     errors naming the file; a target with no labels at all trains and reports label-free
     scores instead of an accuracy."""
-    from shiftray.data.folders import TableFile
+    from shiftray.data.readers.table import TableFile
 
     rng = np.random.default_rng(0)
     lines = ["x1,x2,label,domain"]
@@ -331,7 +332,7 @@ def test_table_labels_names_unlabelled_rows_and_a_target_without_labels(tmp_path
     ],
 )
 def test_table_label_values(tmp_path, labels, classes, names, ids):
-    from shiftray.data.folders import TableFile
+    from shiftray.data.readers.table import TableFile
 
     path = tmp_path / "t.jsonl"
     path.write_text(
@@ -359,7 +360,7 @@ def test_animated_gif_becomes_its_first_frame_and_one_encoded_row_decodes_alone(
 
 
 def test_a_streamed_source_must_be_labelled_on_every_row(tmp_path):
-    from shiftray.data.streaming import load_stream_data
+    from shiftray.data.batches.stream import load_stream_data
 
     lines = ["x,label,domain"] + [
         f"{i},{'' if i == 3 else i % 2},{d}" for d in "ab" for i in range(40)
@@ -391,7 +392,7 @@ def test_write_table_is_all_or_nothing(tmp_path, monkeypatch):
     """A prepare that fails part-way (disk full, a kill) leaves the previous files, not some
     of the new shards that would read back as a shorter domain."""
     import pyarrow as pa
-    from shiftray.data.sources import write_table
+    from shiftray.data.table import write_table
 
     def table(n):
         return pa.table({"input": pa.array([[float(i)] for i in range(n)], pa.list_(pa.float32())),
@@ -443,7 +444,7 @@ def test_prepare_reads_a_chunk_at_a_time_and_a_failed_prepare_changes_nothing(tm
 
 def test_write_shards_rows_replacement_and_leftovers(tmp_path):
     import pyarrow as pa
-    from shiftray.data.sources import shard_paths, write_shards
+    from shiftray.data.table import shard_paths, write_shards
 
     def t(n, start=0):
         return pa.table({"v": pa.array(range(start, start + n), pa.int64())})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_spec
 from shiftray.config.load import load_spec, spec_from_dict
-from shiftray.data.formats import DomainArrays
+from shiftray.data.arrays import DomainArrays
 from shiftray.data.loading import load_domain_data, load_job_data
 from shiftray.train.checkpoint import latest_checkpoint, list_checkpoints
 from shiftray.train.hooks import ParamDigests
@@ -252,7 +252,7 @@ def test_resuming_with_another_spec_warns_with_the_changes(tmp_path, capsys):
 
 def test_evaluation_runs_under_the_training_autocast():
     import torch
-    from shiftray.data.formats import DomainData
+    from shiftray.data.arrays import DomainData
     from shiftray.evaluate.evaluation import evaluate_all
 
     seen = []

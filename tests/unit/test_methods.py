@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from shiftray.config.schema import ModelSpec
-from shiftray.data.formats import DomainArrays
-from shiftray.data.pairing import DABatch
+from shiftray.data.arrays import DomainArrays
+from shiftray.data.batches.base import DABatch
 from shiftray.methods.base import AdaptationMethod, ModelInfo
 from shiftray.methods.dann import DANN, DANNParams, domain_adversarial_loss
 from shiftray.methods.erm import ERM, ERMParams

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from shiftray.data.formats import DomainArrays
-from shiftray.data.pairing import DomainStream, Pairing
+from shiftray.data.arrays import DomainArrays
+from shiftray.data.batches.memory import DomainStream, Pairing
 
 
 def test_stream_is_a_pure_function_of_step():
@@ -52,7 +52,7 @@ class _Shard:
 
 def test_streamed_steps_are_read_ahead_on_a_reader_thread_in_order():
     import torch
-    from shiftray.data.streaming import StreamInfo, StreamPairing
+    from shiftray.data.batches.stream import StreamInfo, StreamPairing
 
     def make(steps=None, depth=3):
         shards = {"source": _Shard(40, 0), "target": _Shard(24, 1000)}
@@ -86,7 +86,7 @@ def test_streamed_steps_are_read_ahead_on_a_reader_thread_in_order():
 
 def test_read_ahead_jumps_errors_and_close():
     import torch
-    from shiftray.data.streaming import StreamInfo, StreamPairing
+    from shiftray.data.batches.stream import StreamInfo, StreamPairing
 
     class Failing(_Shard):
         def iter_batches(self, batch_size, batch_format, prefetch_batches):
@@ -120,7 +120,7 @@ def test_the_gpu_reader_thread_gets_a_numbered_device(monkeypatch):
     thread's initializer, refuses a device without an index (the pool then broke at the first
     batch). The current device's number is filled in."""
     import torch
-    from shiftray.data.streaming import StreamInfo, StreamPairing
+    from shiftray.data.batches.stream import StreamInfo, StreamPairing
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
     info = StreamInfo(0, 64, (2,), encoded=False)

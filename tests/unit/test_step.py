@@ -1,6 +1,6 @@
 import torch
 from shiftray.config.schema import ModelSpec
-from shiftray.data.pairing import DABatch
+from shiftray.data.batches.base import DABatch
 from shiftray.methods.base import ModelInfo
 from shiftray.methods.dann import DANN, DANNParams
 from shiftray.models.build import build_model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,40 @@ def drop_foreign_options(
     return merged
 
 
+PLACEHOLDER = re.compile(r"\{data\.(\w+)\}")
+FILLED = ("benchmark", "source", "target")
+
+
+def fill_placeholders(raw: dict[str, Any], origin: str = "<dict>") -> dict[str, Any]:
+    """``{data.source}``, ``{data.target}`` and ``{data.benchmark}`` in any string of the spec
+    become the spec's own values (after overrides): a SHOT job's ``source_checkpoint:
+    runs/amazon-source-{data.source}`` follows a pair override instead of silently loading
+    another pair's model."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    values = {k: str(data.get(k, "digits" if k == "benchmark" else "")) for k in FILLED}
+
+    def fill(node: Any, where: str) -> Any:
+        if isinstance(node, dict):
+            return {k: fill(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v, where) for v in node]
+        if not isinstance(node, str) or "{data." not in node:
+            return node
+        bad = [m for m in PLACEHOLDER.findall(node) if m not in FILLED]
+        if bad:
+            raise SpecError(
+                f"invalid job spec {origin}:\n  {where}: unknown placeholder "
+                f"{{data.{bad[0]}}}; allowed: " + ", ".join(f"{{data.{k}}}" for k in FILLED)
+            )
+        return PLACEHOLDER.sub(lambda m: values[m.group(1)], node)
+
+    return fill(raw, "")
+
+
 def spec_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> JobSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"invalid job spec {origin}: the top level must be a mapping")
+    raw = fill_placeholders(raw, origin)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as e:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shiftray.config.components import check_timm_name, nested_error, validate_options
-from shiftray.registry import BACKBONES, DATASETS, METHODS
+from shiftray.registry import BACKBONES, BUILTIN_PARAMS, DATASETS, METHODS
 
 # pyarrow.fs.FileSystem.from_uri's schemes (ADLS: abfs/abfss; HDFS needs libhdfs on the nodes)
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -132,11 +132,19 @@ class MethodSpec(Strict):
         """Checked against the method's Params (errors at method.params.<key>)."""
         if "name" in info.data:  # else the name's own error says what is registered
             name = info.data["name"]
-            validate_options(METHODS.get(name).Params, v, f"method {name!r}", "a parameter")
+            validate_options(METHODS.params_of(name), v, f"method {name!r}", "a parameter")
         return v
 
     def resolved_params(self) -> BaseModel:
-        return METHODS.get(self.name).Params.model_validate(self.params)
+        return METHODS.params_of(self.name).model_validate(self.params)
+
+
+def needs_whole_target(method: str) -> bool:
+    """Whether ``method`` keeps per-example state over the whole target set: a built-in's Params
+    says so (no torch import); a plugin's method class is imported and asked."""
+    if method in BUILTIN_PARAMS["method"]:
+        return METHODS.params_of(method).needs_whole_target
+    return METHODS.get(method).needs_whole_target
 
 
 class AugmentSpec(Strict):
@@ -381,7 +389,7 @@ class JobSpec(Strict):
                 "data.source_val_fraction needs the in-memory path (data.stream.enabled: false); "
                 "write a held-out source split as its own domain instead"
             )
-        if METHODS.get(self.method.name).needs_whole_target:
+        if needs_whole_target(self.method.name):
             raise ValueError(
                 f"method {self.method.name!r} keeps per-example state over the whole target set "
                 "and needs data.stream.enabled: false"

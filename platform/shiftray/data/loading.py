@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shiftray.config.schema import DataSpec, JobSpec
-from shiftray.data.formats import DomainArrays, DomainData
+from shiftray.data.arrays import DomainArrays, DomainData
 from shiftray.data.images import EncodedImages
 from shiftray.data.normalize import fit_normalization
 from shiftray.registry import DATASETS, METHODS

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from shiftray.data.formats import DomainData
+from shiftray.data.arrays import DomainData
 from shiftray.evaluate.metrics import evaluate
 from shiftray.evaluate.validators import unsupervised_scores
 

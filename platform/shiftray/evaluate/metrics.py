@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shiftray.data.formats import DomainArrays
+from shiftray.data.arrays import DomainArrays
 
 
 @dataclass

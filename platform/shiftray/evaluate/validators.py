@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from shiftray.data.formats import DomainArrays, UnlabelledArrays
+from shiftray.data.arrays import DomainArrays, UnlabelledArrays
 from shiftray.evaluate.metrics import input_rows
 from shiftray.methods.layers import entropy
 

@@ -25,8 +25,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from shiftray.data.formats import UnlabelledArrays
-from shiftray.data.pairing import DABatch
+from shiftray.data.arrays import UnlabelledArrays
+from shiftray.data.batches.base import DABatch
 from shiftray.models.load import RunIdentity
 
 

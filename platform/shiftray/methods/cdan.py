@@ -20,25 +20,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy, grad_reverse, sigmoid_ramp
+from shiftray.methods.params import CDANParams  # torch-free
 from shiftray.models.heads import DomainDiscriminator
-
-
-class CDANParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trade_off: float = Field(1.0, ge=0.0)
-    entropy: bool = Field(False, description="CDAN+E: entropy conditioning of example weights")
-    randomized: bool | None = Field(None, description="None: randomize when d_f*C > max_dim")
-    randomized_dim: int = Field(1024, gt=0)
-    max_dim: int = Field(4096, gt=0)
-    disc_hidden: list[int] = Field([1024, 1024])
-    disc_batch_norm: bool = True
-    grl_alpha: float = Field(10.0, ge=0.0)
-    grl_max: float = Field(1.0, ge=0.0)
 
 
 class MultilinearMap(nn.Module):

@@ -36,19 +36,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import frozen
-
-
-class FixMatchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trade_off: float = Field(1.0, ge=0.0)
-    threshold: float = Field(0.95, ge=0.0, le=1.0)
-    adamatch: bool = Field(
-        True, description="distribution alignment, relative threshold and ramp-up (AdaMatch)"
-    )
+from shiftray.methods.params import FixMatchParams, MeanTeacherParams  # torch-free
 
 
 class FixMatch(AdaptationMethod):
@@ -80,14 +71,6 @@ class FixMatch(AdaptationMethod):
                 "mask_rate": mask.mean(),
             },
         )
-
-
-class MeanTeacherParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trade_off: float = Field(3.0, ge=0.0, description="consistency weight after the ramp-up")
-    ema: float = Field(0.99, ge=0.0, lt=1.0)
-    rampup: float = Field(0.1, ge=0.0, le=1.0, description="fraction of training to ramp up")
-    threshold: float = Field(0.0, ge=0.0, le=1.0, description="teacher confidence mask")
 
 
 def rampup_weight(progress: float, length: float) -> float:

@@ -18,21 +18,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import grad_reverse, sigmoid_ramp
+from shiftray.methods.params import DANNParams  # torch-free
 from shiftray.models.heads import DomainDiscriminator
-
-
-class DANNParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trade_off: float = Field(1.0, ge=0.0, description="weight of the domain loss")
-    disc_hidden: list[int] = Field([1024, 1024], description="discriminator hidden sizes")
-    disc_batch_norm: bool = True
-    disc_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    grl_alpha: float = Field(10.0, ge=0.0, description="steepness of the GRL ramp")
-    grl_max: float = Field(1.0, ge=0.0, description="final GRL coefficient")
 
 
 def domain_adversarial_loss(

@@ -12,23 +12,13 @@ any shiftray checkpoint (built from its own spec.yaml), frozen.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import frozen
+from shiftray.methods.params import DistillParams  # torch-free
 from shiftray.models.load import check_identity, load_trained_model, resolve_checkpoint
-
-
-class DistillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    teacher: str = Field(..., description="teacher run or checkpoint directory")
-    temperature: float = Field(4.0, gt=0.0)
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the soft (teacher) term")
-    inputs: Literal["target", "both"] = "both"
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
-
-
-class ERMParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 for SHOT's source model")
+from shiftray.methods.params import ERMParams  # torch-free
 
 
 class ERM(AdaptationMethod):

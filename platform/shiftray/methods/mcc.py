@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy
-
-
-class MCCParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trade_off: float = Field(1.0, ge=0.0)
-    temperature: float = Field(2.5, gt=0.0)
+from shiftray.methods.params import MCCParams  # torch-free
 
 
 def class_confusion(logits_t: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -18,21 +18,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
-
-
-class SelfTrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trade_off: float = Field(1.0, ge=0.0)
-    threshold_start: float = Field(0.95, ge=0.0, le=1.0)
-    threshold_end: float = Field(0.8, ge=0.0, le=1.0)
-    class_balanced: bool = True
-    keep_start: float = Field(
-        0.5, gt=0.0, le=1.0, description="CBST: fraction kept per class at p=0"
-    )
-    start: float = Field(0.1, ge=0.0, lt=1.0, description="progress before pseudo-labels are used")
+from shiftray.methods.params import SelfTrainingParams  # torch-free
 
 
 def select_pseudo_labels(

@@ -22,20 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy
+from shiftray.methods.params import SHOTParams  # torch-free
 from shiftray.models.load import check_identity, resolve_checkpoint
-
-
-class SHOTParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    source_checkpoint: str | None = Field(None, description="source-trained run or checkpoint dir")
-    beta: float = Field(0.3, ge=0.0, description="pseudo-label loss weight")
-    im_weight: float = Field(1.0, ge=0.0, description="information-maximisation weight")
-    refresh_every: int = Field(100, gt=0, description="steps between pseudo-label refreshes")
-    eval_batch_size: int = Field(1000, gt=0)
 
 
 @torch.no_grad()
@@ -58,7 +49,7 @@ class SHOT(AdaptationMethod):
 
     Params = SHOTParams
     uses_source = False
-    needs_whole_target = True  # global pseudo-labels indexed by target example
+    needs_whole_target = SHOTParams.needs_whole_target  # declared where validation reads it
 
     def __init__(self, params: SHOTParams, info) -> None:
         super().__init__(params, info)

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from shiftray.data.formats import DomainData
+from shiftray.data.arrays import DomainData
 from shiftray.models.build import AdaptModel
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from shiftray.config.schema import JobSpec
-from shiftray.data.formats import DomainData
+from shiftray.data.arrays import DomainData
+from shiftray.data.batches.stream import data_config, load_stream_data, make_datasets
 from shiftray.data.loading import load_job_data
-from shiftray.data.streaming import data_config, load_stream_data, make_datasets
 from shiftray.train.context import RayTrainReporter
 from shiftray.train.hooks import LoopHook
 from shiftray.train.loop import train_loop_per_worker

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import yaml
 
 from shiftray.config.load import spec_changes
-from shiftray.data.formats import DomainArrays
+from shiftray.data.arrays import DomainArrays
 from shiftray.evaluate.evaluation import Evaluation, evaluate_all
 from shiftray.evaluate.health import check_health
 from shiftray.evaluate.metrics import evaluate as evaluate_split

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from shiftray.data.pairing import DABatch
+from shiftray.data.batches.base import DABatch
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.models.build import AdaptModel
 

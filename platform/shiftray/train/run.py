@@ -16,8 +16,8 @@ import torch
 
 from shiftray.config.load import dump_spec
 from shiftray.config.schema import AugmentSpec, JobSpec
+from shiftray.data.arrays import DomainData
 from shiftray.data.batches import BatchSource, Worker, make_batch_source
-from shiftray.data.formats import DomainData
 from shiftray.data.transforms import build_augment
 from shiftray.evaluate.evaluation import Evaluation
 from shiftray.evaluate.validators import EarlyStopper

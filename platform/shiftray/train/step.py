@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from shiftray.config.schema import JobSpec
-from shiftray.data.pairing import DABatch
+from shiftray.data.batches.base import DABatch
 from shiftray.methods.base import StepOutput
 
 

@@ -31,12 +31,13 @@ import pyarrow.parquet as pq
 import torch
 
 from shiftray.config.schema import JobSpec
-from shiftray.data.formats import DomainData, UnlabelledArrays, table_meta
+from shiftray.data.arrays import DomainData, UnlabelledArrays
+from shiftray.data.batches.base import Augment, DABatch, augmented_batch
 from shiftray.data.images import EncodedImages, decode_batch
 from shiftray.data.loading import labelled
 from shiftray.data.normalize import fit_normalization
-from shiftray.data.pairing import Augment, DABatch, augmented_batch
-from shiftray.data.sources import ParquetDomains, shard_paths
+from shiftray.data.readers.parquet import ParquetDomains
+from shiftray.data.table import shard_paths, table_meta
 from shiftray.registry import METHODS
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from shiftray.data.benchmarks import Benchmark
-from shiftray.data.formats import DomainArrays
+from shiftray.data.arrays import DomainArrays
+from shiftray.data.readers.base import Benchmark
 
 
 class SyntheticOptions(BaseModel):

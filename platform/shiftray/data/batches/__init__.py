@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import torch
 
 from shiftray.config.schema import StreamSpec
-from shiftray.data.formats import DomainData
-from shiftray.data.pairing import Augment, DABatch, Pairing
+from shiftray.data.arrays import DomainData
+from shiftray.data.batches.base import Augment, DABatch
+from shiftray.data.batches.memory import Pairing
 
 
 class BatchSource(Protocol):
@@ -49,7 +50,7 @@ def make_batch_source(
         source = data.source if uses_source else None
         return Pairing(source, data.target, w.batch_size, w.seed, w.rank, w.world, weak, strong,
                        augment_source)  # fmt: skip
-    from shiftray.data.streaming import StreamPairing
+    from shiftray.data.batches.stream import StreamPairing
 
     return StreamPairing(
         shards, data.stream, w.batch_size, w.seed, w.rank, w.world, stream.shuffle_buffer,

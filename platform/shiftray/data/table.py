@@ -1,7 +1,16 @@
-"""Parquet domain tables on disk: what `shiftray data prepare` writes and jobs read back.
+"""The domain-table schema (pyarrow), conversions between tables and arrays, and Parquet I/O.
 
-Layout: ``<dir>/<domain>/<split>.parquet`` or shards ``<dir>/<domain>/<split>-00000.parquet``,
-each in the schema of `shiftray.data.formats` (or with ``input`` as encoded image bytes, marked
+Every reader (benchmarks, Parquet, generated data) produces a ``pyarrow.Table`` with:
+
+- ``input``:  list<float32>, the example flattened row-major; its shape is in the metadata
+- ``label``:  int64, nullable (unlabelled target data has nulls)
+- ``domain``: string
+- ``split``:  string (``train`` / ``test``)
+
+and schema metadata ``shiftray.input_shape`` (JSON list) and ``shiftray.classes`` (JSON list).
+
+On disk, what `shiftray data prepare` writes and jobs read back: ``<dir>/<domain>/<split>.parquet`` or shards ``<dir>/<domain>/<split>-00000.parquet``,
+each in the schema above (or with ``input`` as encoded image bytes, marked
 by ``shiftray.input_encoding: image`` in the schema metadata, decoded when read).
 """
 
@@ -14,12 +23,86 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
-from shiftray.data.benchmarks import Benchmark
-from shiftray.data.formats import DomainArrays, from_table, label_array, table_meta
+from shiftray.data.arrays import DomainArrays
+
+MAX_LIST_VALUES = 2**31 - 1  # what one chunk of a list<> column (int32 offsets) can address
+
+
+SCHEMA = pa.schema(
+    [
+        pa.field("input", pa.list_(pa.float32()), nullable=False),
+        pa.field("label", pa.int64(), nullable=True),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+
+
+def to_table(
+    arrays: DomainArrays, classes: list[str], input_shape: tuple[int, ...] | None = None
+) -> pa.Table:
+    """Arrays -> a table in `SCHEMA`. The ``input`` column is chunked so that each chunk's
+    32-bit list offsets stay below 2**31 values (60,000 RGB images at 224 px are 9e9)."""
+    x = np.ascontiguousarray(arrays.x, dtype=np.float32)
+    n = x.shape[0]
+    shape = tuple(input_shape or x.shape[1:])
+    size = int(np.prod(shape))
+    flat = x.reshape(-1)
+    per_chunk = max(1, MAX_LIST_VALUES // max(size, 1))
+    chunks = []
+    for start in range(0, n, per_chunk):
+        rows = min(per_chunk, n - start)
+        offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * size, type=pa.int32())
+        values = pa.array(flat[start * size : (start + rows) * size], type=pa.float32())
+        chunks.append(pa.ListArray.from_arrays(offsets, values))
+    inputs = pa.chunked_array(chunks, type=pa.list_(pa.float32()))
+    y = getattr(arrays, "y", None)  # UnlabelledArrays have none: null labels
+    labels = pa.nulls(n, pa.int64()) if y is None else pa.array(y, pa.int64())
+    meta = {
+        b"shiftray.input_shape": json.dumps(list(shape)).encode(),
+        b"shiftray.classes": json.dumps(list(classes)).encode(),
+    }
+    return pa.Table.from_arrays(
+        [inputs, labels, pa.array([arrays.domain] * n), pa.array([arrays.split] * n)],
+        schema=SCHEMA.with_metadata(meta),
+    )
+
+
+def label_array(labels: pa.ChunkedArray) -> np.ndarray | None:
+    """The label column as int64 with -1 for nulls (unlabelled rows), None when all are null."""
+    if labels.null_count == len(labels):
+        return None
+    return labels.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+
+
+def table_meta(table: pa.Table) -> tuple[tuple[int, ...], list[str]]:
+    meta = table.schema.metadata or {}
+    try:
+        shape = tuple(json.loads(meta[b"shiftray.input_shape"]))
+        classes = list(json.loads(meta[b"shiftray.classes"]))
+    except KeyError as e:
+        raise ValueError(
+            f"table lacks shiftray metadata {e.args[0]!r}; write it with shiftray data prepare"
+        ) from None
+    return shape, classes
+
+
+def from_table(table: pa.Table) -> DomainArrays:
+    shape, _ = table_meta(table)
+    x = np.empty((len(table), *shape), np.float32)
+    row = 0
+    for chunk in table.column("input").chunks:  # chunk by chunk: no 2**31 offset overflow
+        values = chunk.flatten().to_numpy(zero_copy_only=False)
+        x[row : row + len(chunk)] = values.reshape(len(chunk), *shape)
+        row += len(chunk)
+    y = label_array(table.column("label"))
+    domain = table.column("domain")[0].as_py() if len(table) else ""
+    split = table.column("split")[0].as_py() if len(table) else ""
+    return DomainArrays(x, y, domain, split)
 
 
 def write_table(
@@ -111,49 +194,3 @@ def decode_table(table: pa.Table, lazy_images: bool = False) -> DomainArrays:
         domain = table.column("domain")[0].as_py() if len(table) else ""
         return DomainArrays(x, y, domain, table.column("split")[0].as_py() if len(table) else "")
     return from_table(table)
-
-
-class ParquetOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = Field(..., description="directory with <domain>/<split>[-NNNNN].parquet")
-
-
-class ParquetDomains(Benchmark):
-    """Domain tables written by `shiftray data prepare` (or by you, in the same schema)."""
-
-    name = "parquet"
-    Options = ParquetOptions
-
-    @classmethod
-    def domains(cls, opts):
-        root = Path(opts.path).expanduser()
-        if not root.is_dir():
-            return None  # checked again, with a full message, when the data is read
-        return sorted(
-            p.name for p in root.iterdir() if p.is_dir() and shard_paths(root, p.name, "train")
-        )
-
-    @classmethod
-    def load(cls, domain, split, options=None):
-        opts = cls.Options.model_validate(options or {})
-        paths = shard_paths(opts.path, domain, split)
-        if not paths and split == "test":  # a domain written once (image folders): used whole
-            paths = shard_paths(opts.path, domain, "train")
-        if not paths:
-            raise FileNotFoundError(
-                f"no parquet domain table {Path(opts.path) / domain}/{split}[-NNNNN].parquet; write it "
-                f"with `shiftray data prepare BENCHMARK --out {opts.path}`"
-            )
-        tables = [pq.read_table(p) for p in paths]
-        return pa.concat_tables(tables).replace_schema_metadata(tables[0].schema.metadata)
-
-    @classmethod
-    def read(cls, domain, split, opts, lazy_images: bool = False):
-        return decode_table(cls.load(domain, split, opts.model_dump()), lazy_images)
-
-    @classmethod
-    def class_names(cls, opts):
-        root = Path(opts.path).expanduser()
-        for d in cls.domains(opts) or []:
-            return table_meta(pq.read_table(shard_paths(root, d, "train")[0]))[1]
-        raise FileNotFoundError(f"no <domain>/train*.parquet under {root}")

@@ -1,0 +1,65 @@
+"""Domain data in memory: what readers return and the loop trains on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class DomainArrays:
+    """One labelled (or label-less test) domain split in memory: inputs ``x`` (N, *shape)
+    float32, labels ``y`` (N,) or None. ``x`` can also be `EncodedImages` (a streamed job's
+    test split): indexing it decodes."""
+
+    x: np.ndarray  # or shiftray.data.images.EncodedImages
+    y: np.ndarray | None
+    domain: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def without_labels(self) -> UnlabelledArrays:
+        return UnlabelledArrays(self.x, self.domain, self.split)
+
+
+@dataclass
+class UnlabelledArrays:
+    """The unlabelled target training split: inputs only. It has no ``y`` at all, so nothing
+    between the reader and the method can read a target label; evaluation reads the target's
+    labels from ``DomainData.target_test``, for reporting."""
+
+    x: np.ndarray  # or EncodedImages
+    domain: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class DomainData:
+    """What a training job needs: labelled source (None for source-free methods), unlabelled
+    target, labelled target test; a held-out labelled source split (``data.source_val_fraction``)
+    and, for streamed jobs, what the workers need to know about the shards (``stream``, a
+    `shiftray.data.batches.stream.StreamInfo`; the training splits are then empty here)."""
+
+    source: DomainArrays | None
+    target: UnlabelledArrays
+    target_test: DomainArrays
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    source_val: DomainArrays | None = None
+    stream: Any = None
+    normalization: Any = None  # data.normalize fitted on the training rows (data.normalize)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target, DomainArrays):  # the guarantee: no target label gets past
+            self.target = self.target.without_labels()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
