@@ -69,3 +69,12 @@ def test_readme_console_output_is_what_the_command_prints(block, real_data):
         assert _matches(expected, actual), (
             f"$ {cmd}\nREADME:\n" + "\n".join(expected) + ("\nprinted:\n" + "\n".join(actual))
         )
+
+
+def test_readme_spec_reference_is_the_generated_one():
+    """The README's job-spec reference is `shiftray reference`'s output, so it cannot drift
+    from the schema (regenerate: shiftray reference, paste between the markers)."""
+    from shiftray.config.reference import spec_reference
+
+    copy = README.split("<!-- spec-reference:begin -->\n")[1].split("<!-- spec-reference:end -->")[0]
+    assert copy == spec_reference()

@@ -132,6 +132,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    from shiftray.config.reference import spec_reference
+
+    sys.stdout.write(spec_reference())
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from shiftray.registry import BACKBONES, DATASETS, METHODS, VALIDATORS
 
@@ -259,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list registered backbones, methods and datasets")
     ls.set_defaults(func=cmd_ls)
+    ref = sub.add_parser(
+        "reference", help="print the job-spec reference (Markdown), generated from the schema"
+    )
+    ref.set_defaults(func=cmd_reference)
 
     d = sub.add_parser("data", help="prepare or inspect datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -57,7 +57,10 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
         if not meaning and nested:  # a section: the first paragraph of its docstring
             meaning = (nested[0].__doc__ or "").strip().split("\n\n")[0]
         if allowed:
-            meaning = f"{meaning}; one of " if meaning else "one of "
+            mixed = any(typing.get_origin(a) is not typing.Literal and a is not type(None)
+                        for a in typing.get_args(field.annotation))  # fmt: skip
+            lead = "a number or " if mixed else "one of "
+            meaning = f"{meaning}; {lead}" if meaning else lead
             meaning += ", ".join(f"`{a}`" for a in allowed)
         rows.append((f"`{path}`", _default(field), _cell(meaning)))
         for sub in nested:

@@ -31,7 +31,7 @@ class StreamSpec(Strict):
     decodes encoded images itself (nvjpeg on GPU workers) and the test split stays in memory.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="stream the training splits (benchmark: parquet)")
     shuffle_buffer: int = Field(
         1024, ge=0, description="rows in each worker's local shuffle buffer (0: file order)"
     )
@@ -101,10 +101,13 @@ class ModelSpec(Strict):
         False,
         description="false, true (hub), imagenet-package (weights from a pip package), or a file",
     )
-    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    backbone_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="backbone options, e.g. mlp hidden: [50], activation: sigmoid",
+    )
     bottleneck_dim: int = Field(256, ge=0, description="0 = no bottleneck")
-    bottleneck_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bottleneck_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout in the bottleneck")
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the classifier")
 
     @field_validator("backbone")
     @classmethod
@@ -118,8 +121,12 @@ class ModelSpec(Strict):
 class MethodSpec(Strict):
     """The adaptation method and its hyper-parameters (validated by the method's Params)."""
 
-    name: str = "erm"
-    params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    name: str = Field("erm", description="registered method (shiftray ls; see Methods)")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="the method's parameters (table below)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -153,9 +160,9 @@ class AugmentSpec(Strict):
     enabled: bool = Field(False, description="on by default for methods that need a strong view")
     source: bool = Field(False, description="also apply the weak view to source batches")
     shift: int = Field(2, ge=0, description="max translation in pixels")
-    flip: bool = False
-    randaugment_ops: int = Field(2, ge=0)
-    randaugment_magnitude: int = Field(10, ge=0, le=30)
+    flip: bool = Field(False, description="images: random horizontal flip in the weak view")
+    randaugment_ops: int = Field(2, ge=0, description="images: RandAugment ops per strong view")
+    randaugment_magnitude: int = Field(10, ge=0, le=30, description="images: RandAugment magnitude")
     cutout: float = Field(0.25, ge=0.0, lt=1.0, description="cutout box side / image side")
     noise: float = Field(0.1, ge=0.0, description="vectors: noise x feature std")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="vectors: strong-view feature dropout")
@@ -165,9 +172,9 @@ class UnfreezeStage(Strict):
     """One stage of gradual unfreezing: until progress ``until``, the top ``groups`` backbone
     layer groups train (0 = head only, "all" = everything), their lr times ``lr_scale``."""
 
-    until: float = Field(..., gt=0.0, le=1.0)
+    until: float = Field(..., gt=0.0, le=1.0, description="the stage lasts until this progress")
     groups: int | Literal["all"] = Field(..., description="top backbone groups trainable")
-    lr_scale: float = Field(1.0, ge=0.0)
+    lr_scale: float = Field(1.0, ge=0.0, description="lr multiplier of the trainable groups")
 
     @field_validator("groups")
     @classmethod
@@ -182,9 +189,11 @@ class EarlyStoppingSpec(Strict):
     target_entropy (lower is better) and target_im (higher) need no labels; source_val_acc
     needs ``data.source_val_fraction`` > 0."""
 
-    metric: Literal["source_val_acc", "target_entropy", "target_im"] = "source_val_acc"
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.0, ge=0.0)
+    metric: Literal["source_val_acc", "target_entropy", "target_im"] = Field(
+        "source_val_acc", description="what is watched (the target_ ones need no labels)"
+    )
+    patience: int = Field(3, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="the least change that counts as better")
     restore_best: bool = Field(
         True, description="the run's final model is the best step's (its checkpoint is kept)"
     )
@@ -199,7 +208,9 @@ class FinetuneSpec(Strict):
     progress. layer_decay / group_lr_scales give discriminative (layer-wise) learning rates.
     """
 
-    strategy: Literal["fine-tune", "feature-extraction", "gradual-unfreeze"] = "fine-tune"
+    strategy: Literal["fine-tune", "feature-extraction", "gradual-unfreeze"] = Field(
+        "fine-tune", description="how the backbone trains (see Transfer strategies)"
+    )
     backbone_lr_scale: float = Field(1.0, ge=0.0, description="backbone lr = lr x this; 0 freezes")
     layer_decay: float | None = Field(
         None, gt=0.0, le=1.0, description="group i of L: lr x decay^(L-1-i) (top group x1)"
@@ -219,7 +230,9 @@ class FinetuneSpec(Strict):
     cache_features: bool = Field(True, description="feature-extraction: compute features once")
     l2sp_alpha: float = Field(0.0, ge=0.0, description="L2-SP: alpha/2 |w - w0|^2 on the backbone")
     l2sp_beta: float = Field(0.0, ge=0.0, description="L2-SP: beta/2 |w|^2 on new layers")
-    early_stopping: EarlyStoppingSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="stop when a metric stops improving; the best step's model is kept"
+    )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
 
     @model_validator(mode="after")
@@ -234,29 +247,35 @@ class FinetuneSpec(Strict):
 
 
 class OptimSpec(Strict):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    nesterov: bool = True
-    weight_decay: float = Field(1e-3, ge=0.0)
+    """The optimizer and its learning-rate schedule (a pure function of progress p)."""
+
+    name: Literal["sgd", "adam", "adamw"] = Field("sgd", description="the optimizer")
+    lr: float = Field(0.01, gt=0.0, description="base learning rate (new layers; see finetune)")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    nesterov: bool = Field(True, description="SGD Nesterov momentum")
+    weight_decay: float = Field(
+        1e-3, ge=0.0, description="none on frozen groups; L2-SP replaces it"
+    )
     schedule: Literal["constant", "inv", "cosine"] = Field(
         "inv", description="inv: lr (1 + gamma p)^-power (Ganin & Lempitsky 2015)"
     )
-    inv_gamma: float = Field(10.0, ge=0.0)
-    inv_power: float = Field(0.75, ge=0.0)
+    inv_gamma: float = Field(10.0, ge=0.0, description="inv schedule gamma")
+    inv_power: float = Field(0.75, ge=0.0, description="inv schedule power")
     warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training")
-    grad_clip: float | None = Field(None, gt=0.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm")
 
 
 class TrainSpec(Strict):
-    steps: int = Field(2000, gt=0)
+    """How long and how: steps, batches, evaluation, checkpoints, numerics."""
+
+    steps: int = Field(2000, gt=0, description="optimizer steps; progress p = step / steps")
     batch_size: int = Field(64, gt=0, description="per domain, summed over workers")
-    eval_batch_size: int = Field(1000, gt=0)
-    eval_every: int = Field(500, gt=0)
-    checkpoint_every: int = Field(500, gt=0)
-    keep_checkpoints: int = Field(2, ge=1)
-    log_every: int = Field(50, gt=0)
-    seed: int = 0
+    eval_batch_size: int = Field(1000, gt=0, description="examples per evaluation batch")
+    eval_every: int = Field(500, gt=0, description="steps between evaluations")
+    checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (and the best)")
+    log_every: int = Field(50, gt=0, description="steps between metric lines")
+    seed: int = Field(0, description="weights, batches, dropout: a pure function of it")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="autocast dtype; auto = bf16 on GPUs that support it, else fp32"
     )
@@ -285,10 +304,14 @@ class TrainSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0.0)
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Where it runs: Ray Train workers, GPUs, CPUs, restarts."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs per worker")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="process group; auto = gloo on CPU, nccl on GPU"
+    )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
     max_failures: int = Field(
         0, ge=-1, description="worker-group restarts from the last checkpoint (-1 = unlimited)"
@@ -296,10 +319,12 @@ class ResourcesSpec(Strict):
 
 
 class TrackingSpec(Strict):
+    """Where results go: the run directory, checkpoint storage, W&B."""
+
     wandb: Literal["online", "offline", "disabled"] = Field(
         "offline", description="online needs WANDB_API_KEY; offline writes under the run dir"
     )
-    project: str = "shiftray"
+    project: str = Field("shiftray", description="W&B project")
     output_dir: str = Field("runs", description="runs are written to <output_dir>/<name>")
     storage_path: str | None = Field(
         None,
@@ -355,7 +380,11 @@ class TrackingSpec(Strict):
 
 
 class JobSpec(Strict):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="run name: the run directory is <tracking.output_dir>/<name>",
+    )
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     method: MethodSpec = Field(default_factory=MethodSpec)
