@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 import yaml
 from conftest import ROOT, synthetic_spec
 from shiftray.cli import main
@@ -91,3 +92,18 @@ def test_restart_also_deletes_the_checkpoints_in_storage(capsys, tmp_path):
     assert not (store / "rs").exists() and (store / "other" / "checkpoint_00000010").is_dir()
     assert main([*args, "--restart"]) == 0  # nothing there: nothing said
     assert "deleted" not in capsys.readouterr().out
+
+
+def test_an_internal_bug_keeps_its_traceback_a_bad_input_is_one_line(capsys, monkeypatch, tmp_path):
+    """A KeyError inside shiftray is a bug: it propagates with its traceback. A wrong spec,
+    a missing file or a run that does not fit is the user's to fix: one error line, exit 2."""
+    from shiftray import cli
+
+    def buggy(args):
+        return {}["a key the code forgot"]
+
+    monkeypatch.setattr(cli, "cmd_ls", buggy)
+    with pytest.raises(KeyError):
+        cli.main(["ls"])
+    assert cli.main(["validate", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: job spec")

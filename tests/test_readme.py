@@ -76,5 +76,7 @@ def test_readme_spec_reference_is_the_generated_one():
     from the schema (regenerate: shiftray reference, paste between the markers)."""
     from shiftray.config.reference import spec_reference
 
-    copy = README.split("<!-- spec-reference:begin -->\n")[1].split("<!-- spec-reference:end -->")[0]
+    copy = README.split("<!-- spec-reference:begin -->\n")[1].split("<!-- spec-reference:end -->")[
+        0
+    ]
     assert copy == spec_reference()

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from shiftray.config.load import SpecError, dump_spec, load_spec
-from shiftray.data.files import DataNotFoundError
 from shiftray.display import print_table  # rich on a terminal, plain text otherwise
+from shiftray.errors import UserInputError
 
 
 def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
@@ -299,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, DataNotFoundError, FileNotFoundError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+    except (UserInputError, FileNotFoundError, ValidationError) as e:  # the user's input: one
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # line; a bug keeps
+        print(f"error: {msg}", file=sys.stderr)  # its traceback
         return 2
 
 

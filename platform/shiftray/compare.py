@@ -24,6 +24,7 @@ from typing import Any
 
 from shiftray.config.load import SpecError, apply_overrides, spec_from_dict
 from shiftray.config.schema import JobSpec
+from shiftray.errors import UserInputError
 from shiftray.registry import METHODS
 
 ERM = ["method.name=erm", "method.params={}"]
@@ -135,7 +136,7 @@ def compare(
         if key not in cache:
             data = load_job_data(v.spec)
             if data.target_test.y is None:
-                raise ValueError(
+                raise UserInputError(
                     f"compare ranks strategies by target accuracy, and data.target="
                     f"{v.spec.data.target!r} has no labels; compare on a labelled pair, or run "
                     "the strategies with train.label_free_scores: true and read target_im"

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
+from shiftray.errors import UserInputError
+
 T = TypeVar("T")
 
 # name -> "module:attr", per registry: the single list of what shiftray ships
@@ -76,7 +78,7 @@ BUILTIN_PARAMS: dict[str, dict[str, str]] = {
 }
 
 
-class UnknownNameError(ValueError, KeyError):
+class UnknownNameError(UserInputError, KeyError):
     """A name that is not registered (a ValueError, so spec validation reports it per field)."""
 
     def __str__(self) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from shiftray.errors import UserInputError
+
 # timm.create_model takes these sources as they are; the hub or the folder says if they exist
 TIMM_PASS_THROUGH = ("hf-hub:", "hf_hub:", "local-dir:")
 
@@ -61,4 +63,4 @@ def check_timm_name(name: str) -> str:
         return name
     close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
     hint = f"closest: {', '.join(close)}" if close else "see timm.list_models()"
-    raise ValueError(f"unknown timm model {arch!r}; {hint}")
+    raise UserInputError(f"unknown timm model {arch!r}; {hint}")

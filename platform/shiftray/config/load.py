@@ -12,10 +12,11 @@ import yaml
 from pydantic import ValidationError
 
 from shiftray.config.schema import JobSpec
+from shiftray.errors import UserInputError
 from shiftray.registry import DATASETS
 
 
-class SpecError(ValueError):
+class SpecError(UserInputError):
     """A job spec is invalid; the message names each bad field and what is allowed."""
 
 

@@ -8,6 +8,7 @@ from shiftray.config.schema import DataSpec, JobSpec
 from shiftray.data.arrays import DomainArrays, DomainData
 from shiftray.data.images import EncodedImages
 from shiftray.data.normalize import fit_normalization
+from shiftray.errors import UserInputError
 from shiftray.registry import DATASETS, METHODS
 
 
@@ -24,7 +25,7 @@ def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
 
     source = labelled(read(spec.source, "train")) if with_source else None
     if source is not None and (source.y is None or len(source) == 0):
-        raise ValueError(
+        raise UserInputError(
             f"data.source={spec.source!r} has no labelled training rows: the source domain "
             "is the labelled one (unlabelled rows: empty or -1 labels)"
         )

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shiftray.errors import UserInputError
+
 KINDS = ("none", "zscore", "l1", "l2", "log1p")
 
 
@@ -49,7 +51,7 @@ class Moments:
 
     def normalization(self) -> Normalization:
         if self.n == 0:
-            raise ValueError("data.normalize=zscore: no training rows to fit its statistics on")
+            raise UserInputError("data.normalize=zscore: no training rows to fit its statistics on")
         mean = self.s / self.n
         std = np.sqrt(np.maximum(self.ss / self.n - mean**2, 0.0))
         std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)  # constant: as is
@@ -59,7 +61,7 @@ class Moments:
 def fit_normalization(kind: str, chunks: Iterable[np.ndarray]) -> Normalization:
     """Fit ``kind`` on the training inputs (source and target, in chunks of rows)."""
     if kind not in KINDS:
-        raise ValueError(f"data.normalize={kind!r}; allowed: {', '.join(KINDS)}")
+        raise UserInputError(f"data.normalize={kind!r}; allowed: {', '.join(KINDS)}")
     if kind != "zscore":
         return Normalization(kind)
     moments = Moments()

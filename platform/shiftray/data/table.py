@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shiftray.data.arrays import DomainArrays
+from shiftray.errors import UserInputError
 
 MAX_LIST_VALUES = 2**31 - 1  # what one chunk of a list<> column (int32 offsets) can address
 
@@ -85,7 +86,7 @@ def table_meta(table: pa.Table) -> tuple[tuple[int, ...], list[str]]:
         shape = tuple(json.loads(meta[b"shiftray.input_shape"]))
         classes = list(json.loads(meta[b"shiftray.classes"]))
     except KeyError as e:
-        raise ValueError(
+        raise UserInputError(
             f"table lacks shiftray metadata {e.args[0]!r}; write it with shiftray data prepare"
         ) from None
     return shape, classes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from shiftray.errors import UserInputError
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import frozen
 from shiftray.methods.params import DistillParams  # torch-free
@@ -43,7 +44,7 @@ class Distill(AdaptationMethod):
             )
         self.teacher, labels = load_trained_model(params.teacher)
         if len(labels["classes"]) != info.num_classes:
-            raise ValueError(
+            raise UserInputError(
                 f"method.params.teacher has {len(labels['classes'])} classes, the data {info.num_classes}"
             )
         frozen(self.teacher)

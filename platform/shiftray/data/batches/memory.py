@@ -17,6 +17,7 @@ import torch
 
 from shiftray.data.arrays import DomainArrays, UnlabelledArrays
 from shiftray.data.batches.base import Augment, DABatch, augmented_batch
+from shiftray.errors import UserInputError
 
 
 class DomainStream:
@@ -24,7 +25,7 @@ class DomainStream:
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.shard = n // world
         if self.shard < batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"a domain of {n} examples over {world} worker(s) gives {self.shard} per worker, "
                 f"fewer than the per-worker batch of {batch_size}; lower train.batch_size"
             )
@@ -51,7 +52,7 @@ class Pairing:
         augment_source: bool = False,
     ) -> None:  # fmt: skip
         if source is not None and source.y is None:
-            raise ValueError(f"source domain {source.domain!r} has no labels")
+            raise UserInputError(f"source domain {source.domain!r} has no labels")
         self.source = source
         if isinstance(target, DomainArrays):  # the guarantee: target labels stop here
             target = target.without_labels()

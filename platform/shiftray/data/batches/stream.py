@@ -38,6 +38,7 @@ from shiftray.data.loading import labelled
 from shiftray.data.normalize import fit_normalization
 from shiftray.data.readers.parquet import ParquetDomains
 from shiftray.data.table import shard_paths, table_meta
+from shiftray.errors import UserInputError
 from shiftray.registry import METHODS
 
 
@@ -77,7 +78,7 @@ def _check_labelled(domain: str, paths: list[str]) -> None:
             else:
                 bad = st.null_count > 0 or st.min < 0
             if bad:
-                raise ValueError(
+                raise UserInputError(
                     f"data.source={domain!r}: {path} has unlabelled rows (null or -1 labels); a "
                     "streamed source must be labelled on every row: write its labelled rows as "
                     "a domain of their own, or set data.stream.enabled: false (in memory, "
@@ -102,7 +103,7 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     try:
         shape, classes = table_meta(schema.empty_table())
     except ValueError as e:
-        raise ValueError(f"{paths['target'][0]}: {e}") from None
+        raise UserInputError(f"{paths['target'][0]}: {e}") from None
     info = StreamInfo(
         source_rows=_rows(paths["source"]) if "source" in paths else 0,
         target_rows=_rows(paths["target"]),
@@ -120,7 +121,7 @@ def load_stream_data(spec: JobSpec) -> tuple[DomainData, dict[str, list[str]]]:
     norm = None
     if spec.data.normalize != "none":
         if info.encoded:
-            raise ValueError("data.normalize is for feature vectors; these shards hold images")
+            raise UserInputError("data.normalize is for feature vectors; these shards hold images")
         files = [p for domain in sorted(paths) for p in paths[domain]]
         norm = fit_normalization(spec.data.normalize, _input_chunks(files, shape))
     data = DomainData(None, empty, test, classes, shape, stream=info, normalization=norm)
@@ -167,7 +168,7 @@ class ShardStream:
     ) -> None:  # fmt: skip
         per_worker = rows // world
         if per_worker < batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"streamed domain {name!r}: {rows} rows over {world} worker(s) gives {per_worker} "
                 f"per worker, fewer than the per-worker batch of {batch_size}; lower train.batch_size"
             )
@@ -214,7 +215,7 @@ class ShardStream:
             return next(self._it)
         except StopIteration:
             self._it, self._next_step = None, None
-            raise RuntimeError(
+            raise UserInputError(
                 f"streamed domain {self.name!r} ended before batch {k + 1} of its "
                 f"{self.batches_per_epoch} this epoch: the shards changed while training (or "
                 "since the checkpoint was written), or the split is uneven"

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.readers.base import Benchmark
+from shiftray.errors import UserInputError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -57,7 +58,7 @@ def _visible_dirs(folder: Path) -> list[Path]:
             d.name.encode("utf-8")
         except UnicodeEncodeError:
             raw = os.fsencode(d.name)
-            raise ValueError(
+            raise UserInputError(
                 f"folder {raw!r} in {folder}: its name is not UTF-8 (written by a system with "
                 f"another encoding, {raw.decode('latin-1')!r} in Latin-1?); domain and class "
                 "names are text: rename it"
@@ -127,7 +128,7 @@ class ImageFolder(Benchmark):
     def _unreadable(cls, domain: str, opts, bad: list[Path], total: int) -> None:
         names = "\n  ".join(str(p) for p in bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
         if opts.on_bad_image == "error":
-            raise ValueError(
+            raise UserInputError(
                 f"{len(bad)} of {total} files under {cls._root(opts) / domain} are not "
                 f"images any decoder reads (truncated or not an image):\n  {names}\n"
                 "remove them, or leave them out with -o on_bad_image=skip"

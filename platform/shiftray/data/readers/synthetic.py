@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.readers.base import Benchmark
+from shiftray.errors import UserInputError
 
 
 class SyntheticOptions(BaseModel):
@@ -58,6 +59,6 @@ class Synthetic(Benchmark):
         if opts.image:
             side = int(round(opts.dim**0.5))
             if side * side != opts.dim:
-                raise ValueError(f"synthetic image=true needs a square dim, got {opts.dim}")
+                raise UserInputError(f"synthetic image=true needs a square dim, got {opts.dim}")
             x = x.reshape(-1, 1, side, side)
         return DomainArrays(x, y.astype(np.int64), domain, split)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.readers.base import Benchmark
+from shiftray.errors import UserInputError
 
 
 class TableOptions(BaseModel):
@@ -42,7 +43,7 @@ class TableOptions(BaseModel):
         # `features` names a transform in other readers (amazon); a column list is
         # `feature_columns` everywhere
         if isinstance(data, dict) and "features" in data:
-            raise ValueError(
+            raise UserInputError(
                 "table option `features` is now `feature_columns` (the feature column names, "
                 "e.g. -o feature_columns=[f0,f1]); rename it"
             )
@@ -109,7 +110,7 @@ def _read_mixed_jsonl(path: Path, why: str) -> pa.Table:
     try:
         return pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise ValueError(f"{path}: cannot read it as a table ({why}; then {e})") from None
+        raise UserInputError(f"{path}: cannot read it as a table ({why}; then {e})") from None
 
 
 _INT = re.compile(r"-?\d+(\.0+)?")
@@ -133,7 +134,7 @@ def _check_columns(t: pa.Table, opts: TableOptions) -> None:
     names = set(t.schema.names)
     for col in (opts.label, opts.domain, opts.split):
         if col is not None and col not in names:
-            raise ValueError(
+            raise UserInputError(
                 f"{opts.path}: no column {col!r}; its columns: {', '.join(t.column_names)}"
             )
 
@@ -148,7 +149,7 @@ def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, in
     unlabelled = {v: -1 for v in raw if v == "" or (_INT.fullmatch(v) and int(float(v)) == -1)}
     values = raw - set(unlabelled)
     if not values:
-        raise ValueError(f"{opts.path}: column {opts.label!r} has no labelled row")
+        raise UserInputError(f"{opts.path}: column {opts.label!r} has no labelled row")
     if opts.classes and values <= set(opts.classes):
         return opts.classes, {n: i for i, n in enumerate(opts.classes)} | unlabelled
     if all(_INT.fullmatch(v) for v in values):
@@ -156,7 +157,7 @@ def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, in
         k = len(opts.classes) if opts.classes else max(ints.values()) + 1
         wrong = sorted({i for i in ints.values() if not 0 <= i < k})
         if wrong:
-            raise ValueError(
+            raise UserInputError(
                 f"{opts.path}: labels {wrong[:10]} are outside 0..{k - 1}"
                 + (f" (classes: {len(opts.classes)} names)" if opts.classes else "")
             )
@@ -164,7 +165,7 @@ def _label_map(t: pa.Table, opts: TableOptions) -> tuple[list[str], dict[str, in
     names = opts.classes or sorted(values)
     unknown = sorted(values - set(names))
     if unknown:
-        raise ValueError(f"{opts.path}: labels {unknown[:10]} are not in classes {names}")
+        raise UserInputError(f"{opts.path}: labels {unknown[:10]} are not in classes {names}")
     return names, {n: i for i, n in enumerate(names)} | unlabelled
 
 
@@ -182,13 +183,13 @@ def _feature_columns(t: pa.Table, opts: TableOptions) -> list[str]:
         if name not in reserved and _is_number(type_)
     ]
     if not cols:
-        raise ValueError(
+        raise UserInputError(
             f"{opts.path}: no numeric feature column (columns: {', '.join(t.column_names)}); "
             "name them with -o feature_columns=[...] or write numbers in them"
         )
     names = set(t.schema.names)
     if missing := [c for c in cols if c not in names]:
-        raise ValueError(f"{opts.path}: feature_columns {missing[:10]} are not columns of it")
+        raise UserInputError(f"{opts.path}: feature_columns {missing[:10]} are not columns of it")
     return cols
 
 
@@ -211,7 +212,7 @@ def _features(parsed: _Parsed, cols: list[str], path: str) -> np.ndarray:
                 start += b.num_rows
     except (TypeError, pa.ArrowException) as e:
         bad = [c for c in cols if not _is_number(t.schema.field(c).type)]
-        raise ValueError(
+        raise UserInputError(
             f"{path}: feature columns {bad[:10] or cols[:10]} are not all numeric: {e}"
         ) from None
     parsed.matrices[tuple(cols)] = x
@@ -253,7 +254,7 @@ class TableFile(Benchmark):
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
         if bad.size:
             empty = [c for i, c in enumerate(cols) if not np.isfinite(x[:, i]).all()]
-            raise ValueError(
+            raise UserInputError(
                 f"{opts.path}: {len(bad)} row(s) of domain {domain!r} have empty or non-finite "
                 f"features (columns {empty[:10]}); fill them or drop those rows"
             )
