@@ -92,6 +92,17 @@ def test_lower_layers_never_import_the_training_loop():
     assert offenders == []
 
 
+def test_the_loop_and_each_of_its_steps_are_short():
+    """train_loop_per_worker reads as a recipe: it and every step it calls fit on a screen."""
+    long = [
+        f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in (PACKAGE / "train").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []
+
+
 def test_the_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -97,7 +97,7 @@ def test_digits_real(real_data):
 
 
 def test_amazon_and_office_real(real_data):
-    books = AmazonReviews.read("books", "train", AmazonReviews.Options(features="counts"))
+    books = AmazonReviews.read("books", "train", AmazonReviews.Options(transform="counts"))
     assert books.x.shape == (2000, 5000) and np.bincount(books.y).tolist() == [1000, 1000]
     assert int((books.x > 0).sum()) == 184408  # nnz published with the files
     kitchen = AmazonReviews.read("kitchen", "test", AmazonReviews.Options())

@@ -180,6 +180,15 @@ def test_table_option_features_is_now_feature_columns(tmp_path, capsys):
     assert ParquetDomains.read(
         "a", "test", ParquetDomains.Options(path=str(tmp_path / "pq"))
     ).x.tolist() == [[2.0]]
+    # the transforms that shared these names have their own too
+    from shiftray.data.readers.amazon import AmazonReviews
+    from shiftray.data.readers.office import OfficeCaltech10
+
+    with pytest.raises(ValueError, match="amazon option `features` is now `transform`"):
+        AmazonReviews.Options(features="log1p")
+    with pytest.raises(ValueError, match="`normalize` is now `domain_normalize`"):
+        OfficeCaltech10.Options(normalize="zscore")
+    assert AmazonReviews.Options(transform="binary").transform == "binary"
 
 
 def test_a_folder_name_that_is_not_utf8_is_named(tmp_path):

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark, read_libsvm_dense
+from shiftray.data.readers.base import GH, Benchmark, read_libsvm_dense, refuse_renamed
 
 
 class AmazonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    features: Literal["counts", "binary", "log1p"] = Field(
+    transform: Literal["counts", "binary", "log1p"] = Field(
         "log1p", description="transform of the 5,000 unigram/bigram counts"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, {"features": "transform"}, "amazon")
 
 
 AMAZON_DOMAINS = ["books", "dvd", "electronics", "kitchen"]
@@ -60,8 +65,8 @@ class AmazonReviews(Benchmark):
         )
         (path,) = find_files("amazon", [rf])
         x, y = read_libsvm_dense(path, 5000, zero_based=True)
-        if opts.features == "binary":
+        if opts.transform == "binary":
             x = (x > 0).astype(np.float32)
-        elif opts.features == "log1p":
+        elif opts.transform == "log1p":
             x = np.log1p(x)
         return DomainArrays(x, (y > 0).astype(np.int64), domain, split)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bz2
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,12 +16,36 @@ from pydantic import BaseModel, ConfigDict
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.table import to_table
+from shiftray.errors import UserInputError
 
 GH = "https://raw.githubusercontent.com"
 
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def refuse_renamed(data: Any, renamed: dict[str, str], reader: str) -> Any:
+    """A ``mode="before"`` validator body: an option given under its old name fails, naming
+    the new one. One name, one meaning across readers: ``feature_columns`` is a column list,
+    ``data.normalize`` the job's feature transform; reader-specific transforms have their own
+    names (amazon ``transform``, office_caltech ``domain_normalize``)."""
+    if isinstance(data, dict):
+        for old, new in renamed.items():
+            if old in data:
+                raise UserInputError(
+                    f"{reader} option `{old}` is now `{new}` ({renamed_why(old, new)}); rename it"
+                )
+    return data
+
+
+def renamed_why(old: str, new: str) -> str:
+    return {
+        "feature_columns": "the feature column names, e.g. -o feature_columns=[f0,f1]",
+        "transform": "counts, binary or log1p of the word counts",
+        "domain_normalize": "each domain by its own statistics, the GFK/JDA protocol; "
+        "data.normalize is the job's own transform, fitted on source and target together",
+    }[new]
 
 
 class Benchmark:

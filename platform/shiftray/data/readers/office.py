@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark
+from shiftray.data.readers.base import GH, Benchmark, refuse_renamed
 
 
 class OfficeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    normalize: Literal["none", "l1", "zscore"] = Field(
+    domain_normalize: Literal["none", "l1", "zscore"] = Field(
         "zscore", description="zscore: each row to unit sum, then z-score per domain (GFK/JDA)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, {"normalize": "domain_normalize"}, "office_caltech")
 
 
 OFFICE_REPO = f"{GH}/LeiTian-qj/CMMS/1c7c45b858bd400b25c132d178c8e2f603074afc/data/Office-Caltech10"
@@ -70,8 +75,8 @@ class OfficeCaltech10(Benchmark):
         mat = scipy.io.loadmat(path)
         x = mat["fts"].astype(np.float64)
         y = mat["labels"].reshape(-1).astype(np.int64) - 1
-        if opts.normalize in ("l1", "zscore"):
+        if opts.domain_normalize in ("l1", "zscore"):
             x = x / np.maximum(x.sum(axis=1, keepdims=True), 1e-12)
-        if opts.normalize == "zscore":
+        if opts.domain_normalize == "zscore":
             x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
         return DomainArrays(x.astype(np.float32), y, domain, split)

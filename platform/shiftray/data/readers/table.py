@@ -22,7 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shiftray.data.arrays import DomainArrays
-from shiftray.data.readers.base import Benchmark
+from shiftray.data.readers.base import Benchmark, refuse_renamed
 from shiftray.errors import UserInputError
 
 
@@ -40,14 +40,7 @@ class TableOptions(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        # `features` names a transform in other readers (amazon); a column list is
-        # `feature_columns` everywhere
-        if isinstance(data, dict) and "features" in data:
-            raise UserInputError(
-                "table option `features` is now `feature_columns` (the feature column names, "
-                "e.g. -o feature_columns=[f0,f1]); rename it"
-            )
-        return data
+        return refuse_renamed(data, {"features": "feature_columns"}, "table")
 
 
 @dataclass
