@@ -185,6 +185,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_example(args: argparse.Namespace) -> int:
+    from shiftray.data.example import EXAMPLES
+
+    print(EXAMPLES[args.kind](args.out, seed=args.seed))
+    return 0
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -288,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train rows are written in a random order drawn with this seed (-1: source order)",
     )  # fmt: skip
     prep.set_defaults(func=cmd_data_prepare)
+    ex = dsub.add_parser(
+        "example", help="write small generated data in a layout shiftray reads (to try it)"
+    )
+    ex.add_argument("kind", choices=["imagefolder", "table"])
+    ex.add_argument("--out", required=True, help="a folder (imagefolder) or a .csv (table)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.set_defaults(func=cmd_data_example)
     ins = dsub.add_parser(
         "inspect", help="domains, sizes and class balance of a benchmark or Parquet dir"
     )
