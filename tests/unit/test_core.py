@@ -239,35 +239,17 @@ def test_a_collapsed_run_is_flagged(tmp_path, capsys):
     assert not z["health"]["collapsed"] and z["target_acc"] > 60
 
 
-def _tiny_bag_of_words(path, n=400, dim=400, seed=0):
-    """Two domains of L1-normalised word counts (every value ~1/dim, as in a user's copy of
-    the Amazon features): class k draws words from its own half of a shifted vocabulary."""
-    import csv
-
-    rng = np.random.default_rng(seed)
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow([*(f"w{i}" for i in range(dim)), "label", "domain"])
-        for domain, offset in (("src", 0), ("tgt", dim // 10)):
-            for i in range(n):
-                y = i % 2
-                p = np.full(dim, 1.0)
-                p[np.roll(np.arange(dim) < dim // 2, offset + y * dim // 2)] += 1.0
-                counts = rng.multinomial(60, p / p.sum())
-                out.writerow([*(counts / counts.sum()).round(6), y, domain])
-
-
 def test_the_shipped_amazon_spec_collapses_on_tiny_features_unless_normalised(tmp_path, capsys):
     """The shipped Amazon DANN spec pointed at a table of L1-normalised features (values around
     0.0025): without data.normalize every review lands in one class and the run says so; with
     data.normalize=zscore the same spec learns."""
     from shiftray.config.load import load_spec
+    from shiftray.data.example import example_table
     from shiftray.train.launch import fit_local
 
-    table = tmp_path / "bow.csv"
-    _tiny_bag_of_words(table)
-    common = ["data.benchmark=table", f"data.options={{path: {table}}}", "data.source=src",
-              "data.target=tgt", "train.steps=300", "train.eval_every=300",
+    table = example_table(tmp_path / "bow.csv")  # L1-normalised counts, ~1/400 a value
+    common = ["data.benchmark=table", f"data.options={{path: {table}}}", "data.source=lab",
+              "data.target=field", "train.steps=300", "train.eval_every=300",
               "train.checkpoint_every=300", "tracking.wandb=disabled",
               f"tracking.output_dir={tmp_path}"]  # fmt: skip
     job = ROOT / "jobs" / "amazon" / "dann.yaml"
