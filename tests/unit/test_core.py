@@ -258,3 +258,36 @@ def test_the_shipped_amazon_spec_collapses_on_tiny_features_unless_normalised(tm
     assert "collapsed" in capsys.readouterr().err
     z = fit_local(load_spec(job, [*common, "name=z", "data.normalize=zscore"])).metrics
     assert not any(z["health"].values()) and z["target_acc"] > 75.0
+
+
+def _unfreeze_rank(rank, world, spec_json, run_dir, rdzv):
+    import torch.distributed as dist
+    from shiftray.config.schema import JobSpec
+
+    dist.init_process_group("gloo", init_method=f"file://{rdzv}", rank=rank, world_size=world)
+    try:
+        spec = JobSpec.model_validate(spec_json)
+        data = load_job_data(spec)
+        train_loop_per_worker(LoopConfig(spec, run_dir, data, hooks=(ParamDigests(),)))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_rewrap_ddp_at_unfreeze_and_stay_in_sync(tmp_path):
+    """Two gloo ranks (no Ray) through a gradual unfreeze: DDP is re-built when the backbone
+    joins at progress 0.5, the gradients of the newly trainable groups are all-reduced (equal
+    parameters on both ranks), and the backbone kept its initial weights before that."""
+    import torch.multiprocessing as mp
+
+    spec = spec_from_dict(synthetic_spec(resources={"num_workers": 2, "torch_threads": 1},
+                                         **UNFREEZE))  # fmt: skip
+    run_dir = tmp_path / "ddp"
+    mp.start_processes(_unfreeze_rank, args=(2, spec.model_dump(mode="json"), run_dir,
+                                             str(tmp_path / "rdzv")), nprocs=2, start_method="spawn")  # fmt: skip
+    digests = [json.loads((run_dir / f"params_rank{r}.json").read_text()) for r in (0, 1)]
+    assert digests[0] == digests[1]
+    weights, with_state = _backbone_state(run_dir / "checkpoint_00000020")
+    assert with_state == []
+    weights, with_state = _backbone_state(run_dir / "checkpoint_00000040")
+    assert len(with_state) == 4

@@ -10,6 +10,7 @@ between those contexts is behind `LoopConfig.reporter`; what tests watch is behi
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -81,7 +82,12 @@ def resume(run: Run) -> None:
 
 
 def _wrap(run: Run) -> None:
-    """The module to train: itself, or under DDP (re-built when the frozen set changes)."""
+    """The module to train: itself, or under DDP (re-built when the frozen set changes: DDP
+    fixes the parameters it reduces when built). The old wrapper goes first, with its
+    reducer's gradient hooks, before a new one registers its own."""
+    if isinstance(run.trained, torch.nn.parallel.DistributedDataParallel):
+        run.trained = None
+        gc.collect()
     run.trained = run.module
     if run.ctx.world > 1 and any(p.requires_grad for p in run.module.parameters()):
         ids = [run.ctx.device.index] if run.ctx.device.type == "cuda" else None
