@@ -291,3 +291,63 @@ def test_two_ranks_rewrap_ddp_at_unfreeze_and_stay_in_sync(tmp_path):
     assert with_state == []
     weights, with_state = _backbone_state(run_dir / "checkpoint_00000040")
     assert len(with_state) == 4
+
+
+def test_two_ranks_end_with_the_restored_best_model(tmp_path):
+    """restore_best on two ranks: rank 0 loads the best step's weights and broadcasts them, so
+    both ranks hold the same final model, the best one."""
+    import torch.multiprocessing as mp
+
+    es = {"metric": "source_val_acc", "patience": 2, "min_delta": 50.0}
+    spec = spec_from_dict(synthetic_spec(
+        resources={"num_workers": 2, "torch_threads": 1}, data__source_val_fraction=0.2,
+        finetune={"early_stopping": es}, train__steps=100, train__eval_every=10,
+        train__checkpoint_every=50))  # fmt: skip
+    run_dir = tmp_path / "es"
+    mp.start_processes(_unfreeze_rank, args=(2, spec.model_dump(mode="json"), run_dir,
+                                             str(tmp_path / "rdzv")), nprocs=2, start_method="spawn")  # fmt: skip
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["model_step"] == result["best_step"] == 10 and result["step"] == 30
+    digests = [json.loads((run_dir / f"params_rank{r}.json").read_text()) for r in (0, 1)]
+    assert digests[0] == digests[1]
+    best = load_file(run_dir / "checkpoint_00000010" / "model.safetensors")
+    from shiftray.train.hooks import param_digest
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = load_trained_model(run_dir / "checkpoint_00000010")[0]
+
+    assert {k: v for k, v in digests[0].items() if k.startswith("model.")} == param_digest(Holder())
+    assert best  # the best step's checkpoint was kept
+
+
+def test_user_errors_inside_ray_workers_come_out_as_themselves():
+    """A worker's UserInputError (a SHOT source run for another domain) reaches the CLI as
+    itself, not wrapped in Ray's WorkerGroupError (which would print a traceback)."""
+    import ray.train
+    from shiftray.errors import UserInputError
+    from shiftray.train.launch import _user_error
+
+    mine = UserInputError("method.params.source_checkpoint ... was trained with source='a'")
+    wrapped = ray.train.WorkerGroupError("rank 0 failed", {0: mine, 1: RuntimeError("peer gone")})
+    assert _user_error(wrapped) is mine
+    assert _user_error(ray.train.WorkerGroupError("bug", {0: KeyError("x")})) is None
+
+
+def test_inputs_that_do_not_fit_are_refused_before_training(tmp_path):
+    from shiftray.config.load import SpecError
+    from shiftray.errors import UserInputError
+
+    with pytest.raises(SpecError, match="source-free"):  # SHOT never reads the source
+        spec_from_dict(synthetic_spec(
+            method={"name": "shot"}, data__source_val_fraction=0.2,
+            finetune={"early_stopping": {"metric": "source_val_acc"}}))  # fmt: skip
+    image = {"n": 64, "dim": 64, "image": True}
+    with pytest.raises(UserInputError, match="data.normalize is for feature vectors"):
+        load_job_data(spec_from_dict(synthetic_spec(data__options=image, data__normalize="zscore")))
+    src_dir, _ = run(tmp_path, "src", method={"name": "erm"}, train__steps=10,
+                     data__normalize="zscore")  # fmt: skip
+    shot = {"name": "shot", "params": {"source_checkpoint": str(src_dir)}}
+    with pytest.raises(UserInputError, match="normalize='zscore'.*normalize='none'"):
+        run(tmp_path, "shot", method=shot)

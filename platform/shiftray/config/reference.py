@@ -8,6 +8,7 @@ registered dataset's reader options and each method's parameters.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from typing import Any
 
@@ -57,8 +58,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
         if not meaning and nested:  # a section: the first paragraph of its docstring
             meaning = (nested[0].__doc__ or "").strip().split("\n\n")[0]
         if allowed:
-            mixed = any(typing.get_origin(a) is not typing.Literal and a is not type(None)
-                        for a in typing.get_args(field.annotation))  # fmt: skip
+            union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+            mixed = union and any(
+                typing.get_origin(a) is not typing.Literal and a is not type(None)
+                for a in typing.get_args(field.annotation)
+            )
             lead = "a number or " if mixed else "one of "
             meaning = f"{meaning}; {lead}" if meaning else lead
             meaning += ", ".join(f"`{a}`" for a in allowed)

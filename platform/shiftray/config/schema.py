@@ -149,9 +149,18 @@ class MethodSpec(Strict):
 def needs_whole_target(method: str) -> bool:
     """Whether ``method`` keeps per-example state over the whole target set: a built-in's Params
     says so (no torch import); a plugin's method class is imported and asked."""
+    return _trait(method, "needs_whole_target")
+
+
+def uses_source(method: str) -> bool:
+    """Whether ``method`` reads the labelled source (False: source-free, as SHOT)."""
+    return _trait(method, "uses_source")
+
+
+def _trait(method: str, name: str) -> bool:
     if method in BUILTIN_PARAMS["method"]:
-        return METHODS.params_of(method).needs_whole_target
-    return METHODS.get(method).needs_whole_target
+        return getattr(METHODS.params_of(method), name)
+    return getattr(METHODS.get(method), name)
 
 
 class AugmentSpec(Strict):
@@ -400,6 +409,11 @@ class JobSpec(Strict):
         if es is not None and es.metric == "source_val_acc" and self.data.source_val_fraction <= 0:
             raise ValueError(
                 "finetune.early_stopping.metric=source_val_acc needs data.source_val_fraction > 0"
+            )
+        if es is not None and es.metric == "source_val_acc" and not uses_source(self.method.name):
+            raise ValueError(
+                f"finetune.early_stopping.metric=source_val_acc: method {self.method.name!r} is "
+                "source-free (it never reads the source); use target_entropy or target_im"
             )
         return self
 

@@ -36,6 +36,11 @@ def load_domain_data(spec: DataSpec, with_source: bool = True) -> DomainData:
         source, source_val = split_holdout(source, spec.source_val_fraction)
     shape = tuple(target.x.shape[1:])
     rows = [a.x for a in (source, target) if a is not None]  # training rows; never a test row
+    if spec.normalize != "none" and len(shape) == 3:
+        raise UserInputError(
+            "data.normalize is for feature vectors; these inputs are images (the backbone "
+            "normalises those itself)"
+        )
     norm = fit_normalization(spec.normalize, rows) if spec.normalize != "none" else None
     return DomainData(source, target, test, bench.class_names(opts), shape, source_val,
                       normalization=norm)  # fmt: skip

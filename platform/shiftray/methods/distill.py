@@ -34,6 +34,7 @@ class Distill(AdaptationMethod):
     """Soft-target distillation (Hinton et al. 2015) from a frozen teacher checkpoint."""
 
     Params = DistillParams
+    needs_raw_inputs = True  # the teacher is a whole model: it reads raw inputs
 
     def __init__(self, params: DistillParams, info) -> None:
         super().__init__(params, info)

@@ -23,6 +23,7 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     needs_whole_target: ClassVar[bool] = False
+    uses_source: ClassVar[bool] = True
 
 
 class ERMParams(MethodParams):
@@ -83,6 +84,7 @@ class MeanTeacherParams(MethodParams):
 
 class SHOTParams(MethodParams):
     needs_whole_target: ClassVar[bool] = True  # global pseudo-labels indexed by target example
+    uses_source: ClassVar[bool] = False  # source-free: the source is never read
 
     source_checkpoint: str | None = Field(None, description="source-trained run or checkpoint dir")
     beta: float = Field(0.3, ge=0.0, description="pseudo-label loss weight")

@@ -48,7 +48,7 @@ class SHOT(AdaptationMethod):
     """Source-free hypothesis transfer (Liang et al., ICML 2020): IM loss + clustered labels."""
 
     Params = SHOTParams
-    uses_source = False
+    uses_source = SHOTParams.uses_source
     needs_whole_target = SHOTParams.needs_whole_target  # declared where validation reads it
 
     def __init__(self, params: SHOTParams, info) -> None:
@@ -62,7 +62,7 @@ class SHOT(AdaptationMethod):
 
             ckpt = resolve_checkpoint(self.params.source_checkpoint)
             if self.info.job is not None:  # the source model of this job's source domain
-                fields = ("benchmark", "source", "classes", "backbone")
+                fields = ("benchmark", "source", "classes", "backbone", "normalize")
                 check_identity(ckpt, self.info.job, fields, "method.params.source_checkpoint")
             model.load_state_dict(load_file(ckpt / "model.safetensors"))
 

@@ -31,6 +31,7 @@ class RunIdentity:
     target: str
     classes: tuple[str, ...]
     backbone: str
+    normalize: str = "none"  # data.normalize: its statistics travel inside the model
 
     def describe(self, fields: tuple[str, ...]) -> str:
         return ", ".join(f"{f}={getattr(self, f)!r}" for f in fields)
@@ -75,7 +76,7 @@ def run_identity(ckpt: Path) -> RunIdentity:
     return RunIdentity(
         benchmark=data.get("benchmark", ""), source=data.get("source", ""),
         target=data.get("target", ""), classes=tuple(labels["classes"]),
-        backbone=model.get("backbone", ""),
+        backbone=model.get("backbone", ""), normalize=data.get("normalize", "none"),
     )  # fmt: skip
 
 

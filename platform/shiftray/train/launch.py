@@ -20,6 +20,7 @@ from shiftray.config.schema import JobSpec
 from shiftray.data.arrays import DomainData
 from shiftray.data.batches.stream import data_config, load_stream_data, make_datasets
 from shiftray.data.loading import load_job_data
+from shiftray.errors import UserInputError
 from shiftray.train.context import RayTrainReporter
 from shiftray.train.hooks import LoopHook
 from shiftray.train.loop import train_loop_per_worker
@@ -94,6 +95,16 @@ def _storage_keep(spec: JobSpec) -> int | None:
     if spec.tracking.storage_path is None or (es is not None and es.restore_best):
         return None
     return spec.train.keep_checkpoints
+
+
+def _user_error(error: BaseException) -> UserInputError | None:
+    """A worker's error about the user's input (a source run for another domain, too few rows
+    for the batch), unwrapped from Ray's WorkerGroupError so the CLI prints it as one line."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for failure in failures.values():
+        if isinstance(failure, UserInputError):
+            return failure
+    return None
 
 
 @dataclass
@@ -198,9 +209,14 @@ def fit(
             ),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.WorkerGroupError as e:
+        if (user := _user_error(e)) is None:
+            raise
+        raise user from None
     if result.error is not None:
-        raise result.error
+        raise _user_error(result.error) or result.error
     metrics = dict(result.metrics or {})
     return FitResult(run_dir, metrics, time.perf_counter() - t0)
 

@@ -179,13 +179,15 @@ def finish(run: Run) -> dict[str, Any]:
     """The final model (the best step's, when early stopping restores it), result.json."""
     ctx, run_dir = run.ctx, Path(run.cfg.run_dir)
     final, model_step = run.last_eval, run.done
-    if (
-        run.stopper is not None
-        and _restores_best(run)
-        and run.stopper.best_step not in (0, run.done)
-    ):
-        model_step = run.stopper.best_step
-        final = _restore(run, model_step)
+    best = run.stopper.best_step if run.stopper is not None else 0
+    if _restores_best(run) and best not in (0, run.done):
+        restored = _restore(run, best)
+        if restored is not None:
+            final, model_step = restored, best
+            run.checkpointer.report({"step": run.done, **final.metrics, "model_step": best})
+        elif ctx.rank == 0:
+            print(f"warning: checkpoint_{best:08d} is not in {run_dir}: the final model is "
+                  f"step {run.done}'s, not the best step's", file=sys.stderr)  # fmt: skip
     for hook in run.cfg.hooks:
         hook.at_end(ctx, run_dir, run.module)
     result = {"step": run.done, **final.metrics, "model_step": model_step,
@@ -223,14 +225,24 @@ def _source_acc(run: Run) -> float | None:
                     ctx.world).accuracy  # fmt: skip
 
 
-def _restore(run: Run, step: int) -> Evaluation:
-    """Load the best step's weights (its checkpoint is never pruned) into the model."""
+def _restore(run: Run, step: int) -> Evaluation | None:
+    """Load the best step's weights (its checkpoint is never pruned) on rank 0 and broadcast
+    them, so every rank ends with the same model; None (nothing restored, on every rank) when
+    rank 0's run directory does not hold that checkpoint (a restart on another node)."""
     from safetensors.torch import load_file
 
     ckpt = Path(run.cfg.run_dir) / f"checkpoint_{step:08d}"
-    if not ckpt.is_dir():  # a rank on another node than rank 0's: its result is not written
+    found = run.ctx.rank != 0 or ckpt.is_dir()
+    if not run.ctx.all_min(int(found)):
+        return None
+    state = None
+    if run.ctx.rank == 0:
+        state = json.loads((ckpt / "state.json").read_text())
+        weights = load_file(ckpt / "model.safetensors", device=str(run.ctx.device))
+        run.module.model.load_state_dict(weights)
+    if run.ctx.world > 1:
+        for tensor in run.module.model.state_dict().values():
+            dist.broadcast(tensor, 0)
+    if state is None:  # not rank 0: its result is not written
         return run.last_eval
-    state = json.loads((ckpt / "state.json").read_text())
-    weights = load_file(ckpt / "model.safetensors", device=str(run.ctx.device))
-    run.module.model.load_state_dict(weights)
     return Evaluation.restore(state["metrics"], state["extra"].get("evaluation"))

@@ -134,7 +134,7 @@ def _set_threads(spec: JobSpec, in_ray: bool) -> None:
 def _method(spec: JobSpec, model: AdaptModel, data: DomainData) -> AdaptationMethod:
     num_target = data.stream.target_rows if data.stream is not None else len(data.target)
     job = RunIdentity(spec.data.benchmark, spec.data.source, spec.data.target,
-                      tuple(data.classes), spec.model.backbone)  # fmt: skip
+                      tuple(data.classes), spec.model.backbone, spec.data.normalize)  # fmt: skip
     info = ModelInfo(model.feature_dim, data.num_classes, num_target, job)
     return METHODS.get(spec.method.name)(spec.method.resolved_params(), info)
 
@@ -176,11 +176,14 @@ def setup(cfg: LoopConfig) -> Run:
     if data.normalization is not None:
         model.set_normalization(data.normalization)
     method = _method(spec, model, data)
-    module = TrainModule(model, method, _regularizer(spec, model, ctx)).to(ctx.device)
+    module = TrainModule(model, method)  # method.setup first: SHOT loads its source weights,
+    module.regularizer = _regularizer(spec, model, ctx)  # which L2-SP then keeps close
+    module = module.to(ctx.device)
     aug = _augment(spec, method)
     if ft.strategy == "feature-extraction":
         model.freeze_backbone()
-        if ft.cache_features and not aug.enabled and data.stream is None:
+        cacheable = not aug.enabled and data.stream is None and not method.needs_raw_inputs
+        if ft.cache_features and cacheable:
             data = cache_features(model, data, tr.eval_batch_size, ctx.device)
     step_cfg = StepConfig.from_spec(spec, ctx.device, image_model=len(data.input_shape) == 3)
     if step_cfg.channels_last:
