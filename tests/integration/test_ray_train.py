@@ -144,3 +144,28 @@ def test_s3_checkpoints_resume_on_a_fresh_machine(ray_session, s3_endpoint, tmp_
     assert clear_storage(spec("node2", 45)) == "s3://ckpts/runs/remote"
     assert "Contents" not in s3.list_objects_v2(Bucket="ckpts", Prefix="runs/remote/")
     assert clear_storage(spec("node2", 45)) is None
+
+
+def test_ray_workers_restore_the_best_step_and_surface_input_errors(ray_session, tmp_path):
+    """Under Ray Train: early stopping restores the best step on both workers, and a worker's error about the user's input (a SHOT source run trained
+    on another domain) reaches the caller as itself, not as Ray's WorkerGroupError."""
+    from shiftray.errors import UserInputError
+    from shiftray.train.launch import fit, fit_local
+
+    es = {"metric": "source_val_acc", "patience": 2, "min_delta": 50.0}
+    spec = spec_from_dict(synthetic_spec(
+        name="es", resources={"num_workers": 2}, data__source_val_fraction=0.2,
+        finetune={"early_stopping": es}, train__steps=100, train__eval_every=10,
+        train__checkpoint_every=50, tracking={"wandb": "disabled", "output_dir": str(tmp_path)}))  # fmt: skip
+    result = fit(spec)
+    final = json.loads((result.run_dir / "result.json").read_text())
+    assert final["model_step"] == 10 and final["step"] == 30
+    source = fit_local(spec_from_dict(synthetic_spec(
+        name="src", method={"name": "erm"}, train__steps=10,
+        tracking={"wandb": "disabled", "output_dir": str(tmp_path)})))  # fmt: skip
+    shot = spec_from_dict(synthetic_spec(
+        name="shot", method={"name": "shot", "params": {"source_checkpoint": str(source.run_dir)}},
+        data__source="b", data__target="a", resources={"num_workers": 2},
+        tracking={"wandb": "disabled", "output_dir": str(tmp_path)}))  # fmt: skip
+    with pytest.raises(UserInputError, match="source='a'"):
+        fit(shot)
