@@ -4,9 +4,9 @@ Runs the job specs in jobs/ in-process (the same training loop as Ray Train work
 few at a time on separate cores, and writes:
 
 - a JSON list of {"benchmark", "task", "method", "seed", "target_acc", "steps", "seconds",
-  "provenance"} (target_acc in percent, the final model: no target-label selection;
-  provenance: commit, dirty, sha256 of the resolved spec, torch and ray versions, date,
-  machine), by default a new file runs/bench/accuracy-<date>-<time>.json (or --out);
+  and the provenance: "commit", "dirty", "spec_sha256" (of the resolved spec), "torch", "ray",
+  "date", "machine", "cpus", "command"} (target_acc in percent, the final model: no checkpoint
+  selection on target labels), by default a new file runs/bench/accuracy-<date>-<time>.json (or --out);
 - beside it, the .md: mean ± std per task and method beside the published figures.
 
 The committed bench/results/accuracy.json (and .md) change only with --update, which merges
@@ -130,7 +130,7 @@ def run_task(task: Task) -> dict:
         "target_acc": round(result["target_acc"], 3),
         "steps": steps,
         "seconds": round(time.perf_counter() - t0, 1),
-        "provenance": {"spec_sha256": sha},
+        "spec_sha256": sha,
     }
 
 
@@ -174,7 +174,7 @@ def run_provenance() -> dict:
 
 def stamp(row: dict, shared: dict) -> dict:
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return {**row, "provenance": {**shared, **row.get("provenance", {}), "date": date}}
+    return {**row, **shared, "date": date}  # provenance fields beside the result
 
 
 def task_names(arg: str) -> list[str]:

@@ -26,7 +26,7 @@ PUBLISHED = {
 
 
 def has_provenance(row: dict) -> bool:
-    return all(k in row.get("provenance", {}) for k in PROVENANCE)
+    return all(k in row for k in PROVENANCE)
 
 
 def key(row: dict) -> tuple:
@@ -124,7 +124,7 @@ def provenance_summary(rows: list[dict]) -> str:
     """Which commits the rows come from: one line per commit, then the rows with none."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
-        pv = r.get("provenance", {}) if has_provenance(r) else {}
+        pv = r if has_provenance(r) else {}
         by.setdefault((bool(pv), pv.get("commit"), pv.get("dirty")), []).append(pv)
     lines = []
     for (known, commit, dirty), pvs in sorted(by.items(), key=lambda kv: -len(kv[1])):

@@ -33,7 +33,8 @@ def accuracy(monkeypatch, tmp_path):
     committed.parent.mkdir()
     rows = json.loads((ROOT / "bench/results/accuracy.json").read_text())
     for row in rows:  # the committed rows as before any carried provenance
-        row.pop("provenance", None)
+        for field in ("provenance", *PROVENANCE, "cpus", "command"):
+            row.pop(field, None)
     committed.write_text(json.dumps(rows, indent=1))
     committed.with_suffix(".md").write_bytes((ROOT / "bench/results/accuracy.md").read_bytes())
     monkeypatch.setattr(accuracy, "COMMITTED", committed)
@@ -72,7 +73,7 @@ def test_new_rows_carry_their_provenance(accuracy, tmp_path):
 
     accuracy.main([*ONE, "--tasks", "usps:mnist", "--out", str(tmp_path / "a.json")])
     (row,) = json.loads((tmp_path / "a.json").read_text())
-    pv = row["provenance"]
+    pv = row  # the provenance fields stand beside the result
     assert PROVENANCE <= set(pv)
     in_git = (ROOT / ".git").exists()  # a source tarball has no commit to name
     assert re.fullmatch("[0-9a-f]{40}", pv["commit"]) or not in_git
@@ -93,14 +94,14 @@ def test_new_rows_carry_their_provenance(accuracy, tmp_path):
 def test_update_merges_by_key_and_redoes_the_rows_without_provenance(accuracy, capsys):
     committed = accuracy.COMMITTED
     old = json.loads(committed.read_text())
-    assert not any("provenance" in r for r in old)  # the fixture's rows carry none
+    assert not any("commit" in r for r in old)  # the fixture's rows carry none
     accuracy.main([*ONE, "--tasks", "mnist:usps", "--update"])
     new = json.loads(committed.read_text())
     assert len(new) == len(old)  # replaced by key, nothing added or lost
     changed = [(a, b) for a, b in zip(old, new, strict=True) if a != b]
     ((before, after),) = changed
     assert accuracy.key(before) == accuracy.key(after) == ("digits", "mnist->usps", "erm", 0)
-    assert after["target_acc"] == 61.25 and PROVENANCE <= set(after["provenance"])
+    assert after["target_acc"] == 61.25 and PROVENANCE <= set(after)
     assert committed.with_suffix(".md").read_text() == accuracy.summary_text(new)
 
     # the row with provenance is done; the same row of seed 1 (none) is redone

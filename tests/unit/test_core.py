@@ -310,7 +310,6 @@ def test_two_ranks_end_with_the_restored_best_model(tmp_path):
     assert result["model_step"] == result["best_step"] == 10 and result["step"] == 30
     digests = [json.loads((run_dir / f"params_rank{r}.json").read_text()) for r in (0, 1)]
     assert digests[0] == digests[1]
-    best = load_file(run_dir / "checkpoint_00000010" / "model.safetensors")
     from shiftray.train.hooks import param_digest
 
     class Holder(torch.nn.Module):
@@ -319,7 +318,6 @@ def test_two_ranks_end_with_the_restored_best_model(tmp_path):
             self.model = load_trained_model(run_dir / "checkpoint_00000010")[0]
 
     assert {k: v for k, v in digests[0].items() if k.startswith("model.")} == param_digest(Holder())
-    assert best  # the best step's checkpoint was kept
 
 
 def test_user_errors_inside_ray_workers_come_out_as_themselves():

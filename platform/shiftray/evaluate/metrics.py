@@ -25,11 +25,6 @@ class EvalResult:
     predicted: list[int] | None = None  # examples predicted as each class
     actual: list[int] | None = None  # examples of each class
 
-    @property
-    def top_predicted_share(self) -> float:
-        """The share of the examples predicted as the most predicted class (1 = collapsed)."""
-        return max(self.predicted) / max(self.count, 1) if self.predicted else 0.0
-
 
 def input_rows(x, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     """Rows ``idx`` of an input array on ``device``; `EncodedImages` decode there directly."""

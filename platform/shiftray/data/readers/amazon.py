@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark, read_libsvm_dense, refuse_renamed
+from shiftray.data.readers.base import GH, Benchmark, ReaderOptions, read_libsvm_dense
 
 
-class AmazonOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AmazonOptions(ReaderOptions):
+    reader = "amazon"
+    renamed = {"features": ("transform", "counts, binary or log1p of the word counts")}
     transform: Literal["counts", "binary", "log1p"] = Field(
         "log1p", description="transform of the 5,000 unigram/bigram counts"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        return refuse_renamed(data, {"features": "transform"}, "amazon")
 
 
 AMAZON_DOMAINS = ["books", "dvd", "electronics", "kitchen"]

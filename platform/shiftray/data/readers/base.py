@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import bz2
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.table import to_table
@@ -21,31 +21,30 @@ from shiftray.errors import UserInputError
 GH = "https://raw.githubusercontent.com"
 
 
-class NoOptions(BaseModel):
+class ReaderOptions(BaseModel):
+    """A reader's options: unknown keys fail, and an option given under an old name (``renamed``:
+    old -> (new, what it is)) fails naming the new one. One name, one meaning across readers:
+    ``feature_columns`` is a column list, ``data.normalize`` the job's feature transform, and
+    reader-specific transforms have names of their own (amazon ``transform``, office_caltech
+    ``domain_normalize``)."""
+
     model_config = ConfigDict(extra="forbid")
+    reader: ClassVar[str] = ""
+    renamed: ClassVar[dict[str, tuple[str, str]]] = {}
 
-
-def refuse_renamed(data: Any, renamed: dict[str, str], reader: str) -> Any:
-    """A ``mode="before"`` validator body: an option given under its old name fails, naming
-    the new one. One name, one meaning across readers: ``feature_columns`` is a column list,
-    ``data.normalize`` the job's feature transform; reader-specific transforms have their own
-    names (amazon ``transform``, office_caltech ``domain_normalize``)."""
-    if isinstance(data, dict):
-        for old, new in renamed.items():
-            if old in data:
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed(cls, data: Any) -> Any:
+        for old, (new, what) in cls.renamed.items():
+            if isinstance(data, dict) and old in data:
                 raise UserInputError(
-                    f"{reader} option `{old}` is now `{new}` ({renamed_why(old, new)}); rename it"
+                    f"{cls.reader} option `{old}` is now `{new}` ({what}); rename it"
                 )
-    return data
+        return data
 
 
-def renamed_why(old: str, new: str) -> str:
-    return {
-        "feature_columns": "the feature column names, e.g. -o feature_columns=[f0,f1]",
-        "transform": "counts, binary or log1p of the word counts",
-        "domain_normalize": "each domain by its own statistics, the GFK/JDA protocol; "
-        "data.normalize is the job's own transform, fitted on source and target together",
-    }[new]
+class NoOptions(ReaderOptions):
+    pass
 
 
 class Benchmark:

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark, refuse_renamed
+from shiftray.data.readers.base import GH, Benchmark, ReaderOptions
 
 
-class OfficeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OfficeOptions(ReaderOptions):
+    reader = "office_caltech"
+    renamed = {
+        "normalize": (
+            "domain_normalize",
+            "each domain by its own statistics, the GFK/JDA protocol; data.normalize is the "
+            "job's own transform, fitted on source and target together",
+        )
+    }
     domain_normalize: Literal["none", "l1", "zscore"] = Field(
         "zscore", description="zscore: each row to unit sum, then z-score per domain (GFK/JDA)"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        return refuse_renamed(data, {"normalize": "domain_normalize"}, "office_caltech")
 
 
 OFFICE_REPO = f"{GH}/LeiTian-qj/CMMS/1c7c45b858bd400b25c132d178c8e2f603074afc/data/Office-Caltech10"

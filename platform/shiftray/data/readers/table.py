@@ -19,15 +19,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from shiftray.data.arrays import DomainArrays
-from shiftray.data.readers.base import Benchmark, refuse_renamed
+from shiftray.data.readers.base import Benchmark, ReaderOptions
 from shiftray.errors import UserInputError
 
 
-class TableOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TableOptions(ReaderOptions):
+    reader = "table"
+    renamed = {
+        "features": ("feature_columns", "the feature column names, e.g. -o feature_columns=[f0,f1]")
+    }
     path: str = Field(..., description="a .csv, .jsonl or .parquet file")
     feature_columns: list[str] | None = Field(
         None, description="feature columns, in this order (default: all numeric columns)"
@@ -36,11 +39,6 @@ class TableOptions(BaseModel):
     domain: str = "domain"
     split: str | None = Field(None, description="split column (default: every row in both splits)")
     classes: list[str] | None = Field(None, description="class names (default: 0..K-1)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        return refuse_renamed(data, {"features": "feature_columns"}, "table")
 
 
 @dataclass
