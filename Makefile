@@ -22,6 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/shiftray run jobs/digits/mnist-usps-erm.yaml jobs/digits/mnist-usps-dann.yaml \
 		resources.num_workers=2 tracking.output_dir=runs/demo --restart
+	$(BIN)/python -m shiftray.serving.demo runs/demo/mnist-usps-dann
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

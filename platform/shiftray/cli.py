@@ -1,4 +1,4 @@
-"""The `shiftray` command line: run, validate, ls, data."""
+"""The `shiftray` command line: run, compare, validate, serve, ls, reference, data."""
 
 from __future__ import annotations
 
@@ -229,6 +229,21 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shiftray.serving.args import AppArgs
+    from shiftray.serving.local import run_dir_arg, serve_forever
+
+    models = dict(run_dir_arg(a) for a in args.run_dirs)
+    try:
+        app_args = AppArgs(
+            models=models, models_root=args.models_root, replicas=args.replicas,
+            max_batch_size=args.max_batch_size, device=args.device,
+        )  # fmt: skip
+    except ValidationError as e:
+        raise UserInputError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
+    return serve_forever(app_args, args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shiftray", description="Domain adaptation and transfer learning on Ray"
@@ -279,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
         "reference", help="print the job-spec reference (Markdown), generated from the schema"
     )
     ref.set_defaults(func=cmd_reference)
+
+    sv = sub.add_parser(
+        "serve", help="serve trained run directories over HTTP (Ray Serve, KServe V1 + V2)"
+    )
+    sv.add_argument("run_dirs", nargs="*", metavar="RUN_DIR|NAME=RUN_DIR")
+    sv.add_argument("--models-root", help="serve every run directory inside, by folder name")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--replicas", type=int, default=None, help="model replicas (default 1)")
+    sv.add_argument("--max-batch-size", type=int, default=32)
+    sv.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="prepare or inspect datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)

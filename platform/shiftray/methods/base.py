@@ -75,3 +75,10 @@ class AdaptationMethod(nn.Module):
 
     def lr_scales(self) -> dict[str, float]:
         return {}
+
+    has_discriminator: bool = False  # domain_logit is defined (serving's shift signal)
+
+    def domain_logit(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logit that inputs with these (logits, features) come from the *source* domain, by
+        the method's trained domain discriminator (DANN, CDAN); only when has_discriminator."""
+        raise NotImplementedError(f"{type(self).__name__} has no domain discriminator")

@@ -66,6 +66,11 @@ class CDAN(AdaptationMethod):
             self.map.out_dim, params.disc_hidden, params.disc_batch_norm
         )
 
+    has_discriminator = True
+
+    def domain_logit(self, logits, features):
+        return self.discriminator(self.map(features, F.softmax(logits, dim=1))).squeeze(1)
+
     def forward(self, model, batch, progress):
         n_s = len(batch.x_s)
         logits, f = model(torch.cat([batch.x_s, batch.x_t]))

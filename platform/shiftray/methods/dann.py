@@ -51,6 +51,11 @@ class DANN(AdaptationMethod):
             info.feature_dim, params.disc_hidden, params.disc_batch_norm, params.disc_dropout
         )
 
+    has_discriminator = True
+
+    def domain_logit(self, logits, features):
+        return self.discriminator(features).squeeze(1)
+
     def grl_coeff(self, progress: float) -> float:
         return sigmoid_ramp(progress, self.params.grl_alpha, self.params.grl_max)
 

@@ -27,6 +27,7 @@ from shiftray.data.arrays import DomainArrays
 from shiftray.evaluate.evaluation import Evaluation, evaluate_all
 from shiftray.evaluate.health import check_health
 from shiftray.evaluate.metrics import evaluate as evaluate_split
+from shiftray.evaluate.shift import save_reference, target_reference
 from shiftray.finetune.freeze import apply_freezing
 from shiftray.finetune.schedule import stage_index
 from shiftray.tracking import Tracker
@@ -190,6 +191,8 @@ def finish(run: Run) -> dict[str, Any]:
                   f"step {run.done}'s, not the best step's", file=sys.stderr)  # fmt: skip
     for hook in run.cfg.hooks:
         hook.at_end(ctx, run_dir, run.module)
+    if ctx.rank == 0:
+        _save_shift_reference(run, run_dir / f"checkpoint_{model_step:08d}")
     result = {"step": run.done, **final.metrics, "model_step": model_step,
               "seconds": time.perf_counter() - run.t0, "resumed_from": run.start}  # fmt: skip
     if final.per_class is not None:
@@ -210,6 +213,19 @@ def finish(run: Run) -> dict[str, Any]:
         if run.cfg.reporter.in_ray and run.spec.tracking.storage_path:
             upload_run_files(run.spec, run_dir)
     return result
+
+
+def _save_shift_reference(run: Run, ckpt: Path) -> None:
+    """Target-feature statistics of the final model beside it (serving's shift signal):
+    from the unlabelled target training rows, or, for a streamed job (whose training rows are
+    in shards), the target test split's inputs (its labels are not read)."""
+    target = run.data.target if len(run.data.target) else run.data.target_test.without_labels()
+    if not ckpt.is_dir():
+        return
+    ref = target_reference(run.model, target.x, run.spec.train.eval_batch_size, run.ctx.device,
+                           seed=run.spec.train.seed)  # fmt: skip
+    if ref is not None:
+        save_reference(ref, ckpt)
 
 
 def _source_acc(run: Run) -> float | None:

@@ -14,7 +14,7 @@ from shiftray.data.files import RemoteFile, find_files
 from shiftray.data.readers.base import GH, Benchmark, read_libsvm_dense
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
+def resize_square(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, H, W) float images, as torchvision's Resize does for tensors."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
@@ -115,7 +115,7 @@ class Digits(Benchmark):
             x, y = read_libsvm_dense(path, 256, zero_based=False)
             x = ((x + 1.0) / 2.0).reshape(-1, 16, 16)
             y = y.astype(np.int64) - 1
-        x = _resize(x, opts.image_size)[:, None]  # (N, 1, S, S)
+        x = resize_square(x, opts.image_size)[:, None]  # (N, 1, S, S)
         if opts.channels == 3:
             x = np.repeat(x, 3, axis=1)
         return DomainArrays(np.ascontiguousarray(x, dtype=np.float32), y, domain, split)
