@@ -139,6 +139,23 @@ def test_shift_score_is_uniform_on_the_target_and_near_one_off_it():
     assert float(moved.mean()) > 0.95
 
 
+def test_target_reference_subsamples_rows_not_values():
+    from shiftray.evaluate.shift import target_reference
+
+    model = torch.nn.Linear(4, 3)
+    seen = []
+
+    class Both(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return model(x), x
+
+    x = np.random.default_rng(0).random((100, 4)).astype(np.float32)
+    ref = target_reference(Both(), x, 16, "cpu", max_rows=40)
+    assert ref.means.shape == (3, 4) and sum(s[0] for s in seen) == 40
+    assert all(s[1:] == (4,) for s in seen)
+
+
 def test_mmd2_matches_the_unbiased_estimator_written_out():
     rng = np.random.default_rng(0)
     x, y, gamma = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 1, 0.3

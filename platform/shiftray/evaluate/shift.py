@@ -114,7 +114,7 @@ def model_features(
 
 
 def target_reference(
-    model: nn.Module, target_x, batch_size: int, device, max_rows: int = 8192, seed: int = 0
+    model: nn.Module, target_x, batch_size: int, device, max_rows: int = 2048, seed: int = 0
 ) -> ShiftReference | None:
     """The reference of a trained model on (up to ``max_rows`` of) its unlabelled target
     training inputs; None when there are fewer than 8."""
@@ -123,7 +123,7 @@ def target_reference(
         return None
     if n > max_rows:
         idx = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
-        target_x = target_x.take(idx) if hasattr(target_x, "take") else target_x[idx]
+        target_x = target_x[idx] if isinstance(target_x, np.ndarray) else target_x.take(idx)
     logits, feats = model_features(model, target_x, batch_size, device)
     return fit_reference(feats, logits, seed)
 
