@@ -10,10 +10,15 @@ from pathlib import Path
 from shiftray.serving.args import AppArgs
 
 
-def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, name: str = "shiftray"):
-    """Start Ray (unless connected), Serve on host:port and the application; returns the cards."""
+def local_environment() -> None:
+    """Settings for a Ray started here (before ray.init: its processes inherit them)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # slow 2-core start
+
+
+def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, name: str = "shiftray"):
+    """Start Ray (unless connected), Serve on host:port and the application; returns the cards."""
+    local_environment()
     import ray
     from ray import serve
 
@@ -27,8 +32,10 @@ def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, name: str = 
 
         reasons = "\n  ".join(f"{c.name}: {c.reason}" for c in cards)
         raise UserInputError(f"no model can be served:\n  {reasons}")
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # room for the ingress and every model replica, even on 2 cores
+        need = 1 + (args.replicas or 1)
+        ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
+                 log_to_driver=False)  # fmt: skip
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name=name, route_prefix="/")
     return cards
