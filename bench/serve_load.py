@@ -45,9 +45,8 @@ def write_run(run_dir: Path, backbone: str, shape: tuple[int, ...], pretrained) 
 
     import torch
     from safetensors.torch import save_file
-
     from shiftray.config.load import dump_spec, spec_from_dict
-    from shiftray.evaluate.shift import model_features, fit_reference, save_reference
+    from shiftray.evaluate.shift import fit_reference, model_features, save_reference
     from shiftray.models.build import build_model
 
     spec = spec_from_dict({
@@ -86,7 +85,6 @@ def encoded(shape: tuple[int, ...], n: int) -> list[str]:
 
 def direct(run_dir: Path, shape, threads: int) -> dict[str, float]:
     import torch
-
     from shiftray.serving.predictor import Predictor
 
     torch.set_num_threads(threads)
@@ -155,13 +153,11 @@ def main() -> None:
         ceilings[m] = direct(runs[m], shapes[m], args.threads)
         print(f"direct {m}: {ceilings[m]}", flush=True)
 
-    from ray import serve
-
-    from shiftray.serving.args import AppArgs
-    from shiftray.serving.app import build_app
-    from shiftray.serving.local import free_port, local_environment, start
-
     import ray
+    from ray import serve
+    from shiftray.serving.app import build_app
+    from shiftray.serving.args import AppArgs
+    from shiftray.serving.local import free_port, local_environment, start
 
     local_environment()
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)  # two apps, four replicas
