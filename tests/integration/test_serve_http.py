@@ -279,7 +279,8 @@ def test_shift_score_separates_other_domains_and_drift_rises(served):
 def test_a_model_that_cannot_load_is_not_ready_and_the_others_are_served(served):
     base, _, data = served
     card = requests.get(f"{base}/v1/models/broken").json()
-    assert card["ready"] is False and "does not match" in card["reason"] or "Error" in card["reason"]
+    assert card["ready"] is False and card["reason"]  # cut-short weights: unreadable header
+    assert "labels" not in card
     assert requests.get(f"{base}/v2/models/broken/ready").status_code == 503
     r = v1(base, "broken", data.target_test.x[:1].tolist())
     assert r.status_code == 503 and "not ready" in r.json()["error"]

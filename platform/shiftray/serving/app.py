@@ -15,7 +15,6 @@ has the model loaded.
 import asyncio
 from typing import Any
 
-import numpy as np
 import ray
 from fastapi import FastAPI
 from ray import serve
@@ -102,15 +101,17 @@ class Ingress:
             raise ApiError(503, f"model {name!r} is not ready: {card.reason}")
         return card
 
-    async def _predict(self, name: str, x: np.ndarray) -> dict[str, Any]:
-        call = self.server.options(multiplexed_model_id=name).predict.remote(name, x)
+    async def _call(self, method: str, name: str, *args: Any) -> Any:
+        """Call the model deployment for ``name`` (routed to a replica that has it loaded);
+        503 when it cannot answer: not loadable, its replica died, or past the timeout."""
+        handle = self.server.options(multiplexed_model_id=name)
+        call = getattr(handle, method).remote(name, *args)
+        timeout = self.args.request_timeout_s
         try:
-            return await asyncio.wait_for(_awaited(call), self.args.request_timeout_s)
+            return await asyncio.wait_for(_awaited(call), timeout)
         except asyncio.TimeoutError:
             call.cancel()
-            raise ApiError(
-                503, f"model {name!r} did not answer in {self.args.request_timeout_s} s"
-            ) from None
+            raise ApiError(503, f"model {name!r} did not answer in {timeout} s") from None
         except ModelUnavailable as e:
             raise ApiError(503, str(e).splitlines()[-1]) from None
         except REPLICA_FAILED:
@@ -129,17 +130,13 @@ class Ingress:
     async def v1_predict(self, name: str, body: V1Request) -> dict[str, Any]:
         card = self._card(name)
         x = v1_instances(body.instances, card.input, self.args.max_instances)
-        out = await self._predict(name, x)
+        out = await self._call("predict", name, x)
         return {"model": out["model"], "predictions": _v1_rows(card, out)}
 
     @api.get("/v1/models/{name}/drift")
     async def v1_drift(self, name: str) -> dict[str, Any]:
         self._card(name)
-        call = self.server.options(multiplexed_model_id=name).drift.remote(name)
-        try:
-            return await asyncio.wait_for(_awaited(call), self.args.request_timeout_s)
-        except (asyncio.TimeoutError, *REPLICA_FAILED):
-            raise ApiError(503, f"no replica answered for {name!r}; retry") from None
+        return await self._call("drift", name)
 
     # -- Open Inference Protocol (V2) -------------------------------------------------------
     @api.get("/v2")
@@ -193,7 +190,7 @@ class Ingress:
         wanted = [o.name for o in body.outputs] if body.outputs else list(V2_OUTPUTS)
         if unknown := sorted(set(wanted) - set(V2_OUTPUTS)):
             raise BadInput(f"outputs {unknown}: available are {list(V2_OUTPUTS)}")
-        out = await self._predict(name, x)
+        out = await self._call("predict", name, x)
         tensors = _v2_outputs(card, out)
         return {"model_name": out["model"], "id": body.id,
                 "outputs": [tensors[n] for n in wanted if n in tensors]}  # fmt: skip

@@ -89,7 +89,7 @@ def _check_weights(ckpt: Path, spec, labels: dict) -> None:
                             spec.data.normalize)  # fmt: skip
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     with safe_open(ckpt / "model.safetensors", framework="pt") as f:
-        have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
     wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
     if missing or extra or wrong:
