@@ -13,8 +13,10 @@ base64 JPEG (EfficientNet) or PNG (LeNet) images to ``:predict`` for ``--seconds
 at concurrency 1, 8 and 32, one image per request ("single") or 8 ("batched request").
 
 The ceiling is the direct call of the same `Predictor` in this process with the same threads on
-already-decoded arrays: the better of batch 1 and batch 32 (on CPU the larger batch is not always
-faster per image). Bounded by --seconds per setting and stops by itself; loopback only.
+already-decoded arrays, at the best of batch 1, 2, 4, 8, 16 and 32: on a CPU a larger batch is not
+always faster per image (EfficientNet-Lite0 at 224 px slows past batch 4 on this machine's cache).
+Batching on serves with ``max_batch_size`` = that best batch (at least 2), unless
+``--max-batch-size`` says otherwise: the batch size is a property of the hardware, measured here. Bounded by --seconds per setting and stops by itself; loopback only.
 Writes bench/results/cpu-serve-load.json.
 """
 
@@ -37,6 +39,7 @@ from common import print_table, time_per_call, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
+BATCHES = (1, 2, 4, 8, 16, 32)
 
 
 def write_run(run_dir: Path, backbone: str, shape: tuple[int, ...], pretrained) -> Path:
@@ -90,12 +93,13 @@ def direct(run_dir: Path, shape, threads: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     pred = Predictor(run_dir)
     out = {}
-    for b in (1, 32):
+    for b in BATCHES:
         x = np.random.default_rng(0).random((b, *shape)).astype(np.float32)
-        sec = time_per_call(lambda x=x: pred(x), warmup=2, iters=5 if b > 1 else 30)
+        sec = time_per_call(lambda x=x: pred(x), warmup=2, iters=max(4, 64 // b))
         out[f"b{b}_ms"] = sec * 1000
         out[f"b{b}_per_s"] = b / sec
-    out["ceiling_per_s"] = max(out["b1_per_s"], out["b32_per_s"])
+    best = max(BATCHES, key=lambda b: out[f"b{b}_per_s"])
+    out["best_batch"], out["ceiling_per_s"] = best, out[f"b{best}_per_s"]
     return out
 
 
@@ -137,6 +141,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (replica and direct)")
     p.add_argument("--models", default="effnet,lenet")
     p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help="batching on: this max_batch_size (default: the best direct batch, >= 2)")
+    p.add_argument("--wait-ms", type=float, default=5.0, help="batch_wait_timeout_s, in ms")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))
     runs, shapes = {}, {}
@@ -163,13 +170,15 @@ def main() -> None:
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)  # two apps, four replicas
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    models = {m: str(r) for m, r in runs.items()}
-    common = {"models": models, "threads": args.threads, "max_instances": 64}
-    start(AppArgs(**common, max_batch_size=32, batch_wait_timeout_s=0.005), port=port, name="on")
-    serve.run(build_app(AppArgs(**common, max_batch_size=1)), name="off", route_prefix="/off")
-    print(f"serving at {base}: /on (batching) and /off", flush=True)
     rows = []
     for m in runs:
+        batch = args.max_batch_size or max(2, ceilings[m]["best_batch"])
+        one = {"models": {m: str(runs[m])}, "threads": args.threads, "max_instances": 64}
+        on = AppArgs(**one, max_batch_size=batch, batch_wait_timeout_s=args.wait_ms / 1000)
+        start(on, port=port, name="on")
+        serve.run(build_app(AppArgs(**one, max_batch_size=1)), name="off", route_prefix="/off")
+        print(f"serving {m} at {base}: / (max_batch_size {batch}) and /off (1)", flush=True)
+        ceilings[m]["served_batch"] = batch
         images = encoded(shapes[m], 16)
         for batching, prefix in (("on", ""), ("off", "/off")):
             url = f"{base}{prefix}/v1/models/{m}:predict"
@@ -188,20 +197,23 @@ def main() -> None:
                         "x_ceiling": round(ok * per_request / wall / ceilings[m]["ceiling_per_s"], 2),
                     })  # fmt: skip
                     print(rows[-1], flush=True)
+        serve.delete("on")
+        serve.delete("off")
     serve.shutdown()
     cols = ["model", "batching", "per_request", "concurrency", "requests", "errors", "p50_ms",
             "p99_ms", "req_per_s", "img_per_s", "x_ceiling"]  # fmt: skip
     print_table(rows, cols)
     summary = {}
     for m, ceil in ceilings.items():
-        print(f"{m} direct (in-process, {args.threads} thread(s)): batch 1 {ceil['b1_ms']:.1f} ms "
-              f"({ceil['b1_per_s']:.1f} img/s), batch 32 {ceil['b32_ms']:.1f} ms "
-              f"({ceil['b32_per_s']:.1f} img/s); ceiling {ceil['ceiling_per_s']:.1f} img/s")  # fmt: skip
+        per = ", ".join(f"b{b} {ceil[f'b{b}_per_s']:.1f}" for b in BATCHES)
+        print(f"{m} direct (in-process, {args.threads} thread(s)), img/s: {per}; ceiling "
+              f"{ceil['ceiling_per_s']:.1f} at batch {ceil['best_batch']}; served with "
+              f"max_batch_size {ceil['served_batch']}")  # fmt: skip
         pick = {(r["batching"], r["per_request"], r["concurrency"]): r for r in rows if r["model"] == m}
         top = max(int(x) for x in args.concurrency.split(","))
         on, off, c1 = pick[("on", 1, top)], pick[("off", 1, top)], pick[("on", 1, 1)]
         summary[m] = {
-            **{k: round(v, 2) for k, v in ceil.items()},
+            **{k: round(v, 2) for k, v in ceil.items()}, "wait_ms": args.wait_ms,
             f"on_c{top}_x_ceiling": on["x_ceiling"],
             f"on_vs_off_c{top}": round(on["img_per_s"] / max(off["img_per_s"], 1e-9), 2),
             "p99_c1_ms": c1["p99_ms"], "p99_c1_minus_direct_ms": round(c1["p99_ms"] - ceil["b1_ms"], 1),

@@ -55,8 +55,14 @@ BUILTIN: dict[str, dict[str, str]] = {
         "synthetic": "shiftray.data.readers.synthetic:Synthetic",
     },
     "validator": {
-        "entropy": "shiftray.evaluate.validators:entropy_validator",
-        "im": "shiftray.evaluate.validators:im_validator",
+        "entropy": "shiftray.evaluate.validators.scores:entropy",
+        "im": "shiftray.evaluate.validators.scores:im",
+        "bnm": "shiftray.evaluate.validators.scores:bnm",
+        "snd": "shiftray.evaluate.validators.scores:snd",
+        "dev": "shiftray.evaluate.validators.scores:dev",
+        "class_ami": "shiftray.evaluate.validators.scores:class_ami",
+        "mixval": "shiftray.evaluate.validators.scores:mixval",
+        "source_acc": "shiftray.evaluate.validators.scores:source_acc",
     },
 }
 

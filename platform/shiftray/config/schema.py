@@ -304,6 +304,25 @@ class TrainSpec(Strict):
     label_free_scores: bool = Field(
         False, description="also score target_entropy / target_im on the whole unlabelled target"
     )
+    validators: list[str] = Field(
+        default_factory=list,
+        description="registered validators (shiftray ls) scored at each evaluation as "
+        "validator/<name>, on a fixed sample of target rows",
+    )
+    validator_rows: int = Field(
+        2048, ge=16, description="target (and held-out source) rows the validators score"
+    )
+
+    @field_validator("validators")
+    @classmethod
+    def _known_validators(cls, v: list[str]) -> list[str]:
+        from shiftray.registry import VALIDATORS
+
+        for name in v:
+            VALIDATORS.check(name)
+        if len(set(v)) != len(v):
+            raise ValueError(f"validators are listed twice: {v}")
+        return v
 
     @field_validator("channels_last", "compile", mode="before")
     @classmethod
@@ -415,6 +434,25 @@ class JobSpec(Strict):
                 f"finetune.early_stopping.metric=source_val_acc: method {self.method.name!r} is "
                 "source-free (it never reads the source); use target_entropy or target_im"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _validators_have_data(self) -> JobSpec:
+        from shiftray.registry import VALIDATORS
+
+        for name in self.train.validators:
+            if not getattr(VALIDATORS.get(name), "needs_source", False):
+                continue
+            if self.data.source_val_fraction <= 0:
+                raise ValueError(
+                    f"train.validators: {name!r} scores held-out labelled source rows and needs "
+                    "data.source_val_fraction > 0"
+                )
+            if not uses_source(self.method.name):
+                raise ValueError(
+                    f"train.validators: {name!r} reads the source, which method "
+                    f"{self.method.name!r} never does (source-free)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ import torch
 
 from shiftray.data.arrays import DomainData
 from shiftray.evaluate.metrics import evaluate
-from shiftray.evaluate.validators import unsupervised_scores
+from shiftray.evaluate.validators import run_validators, unsupervised_scores
 
 
 @dataclass
@@ -36,12 +36,15 @@ class Evaluation:
 def evaluate_all(
     model, data: DomainData, batch_size: int, device: torch.device, rank: int = 0,
     world: int = 1, label_free: bool = False, autocast_dtype: torch.dtype | None = None,
+    validators: tuple[str, ...] = (), validator_rows: int = 2048,
 ) -> Evaluation:  # fmt: skip
     """Under the training step's autocast dtype (bf16 on GPUs by default); losses and
-    probabilities are computed in fp32."""
+    probabilities are computed in fp32. ``validators``: registered validators scored as
+    ``validator/<name>`` on a fixed sample of the target training rows (every rank the same)."""
     if autocast_dtype is not None:
         with torch.autocast(device.type, dtype=autocast_dtype):
-            return evaluate_all(model, data, batch_size, device, rank, world, label_free)
+            return evaluate_all(model, data, batch_size, device, rank, world, label_free,
+                                None, validators, validator_rows)  # fmt: skip
     args = (batch_size, device, rank, world)
     out = Evaluation()
     if data.target_test.y is not None:
@@ -53,4 +56,8 @@ def evaluate_all(
     if label_free or data.target_test.y is None:  # no target labels: the label-free scores
         unlabelled = data.target if len(data.target) else data.target_test.without_labels()
         out.metrics |= unsupervised_scores(model, unlabelled, *args)
+    if validators:
+        unlabelled = data.target if len(data.target) else data.target_test.without_labels()
+        out.metrics |= run_validators(model, validators, unlabelled.x, data.source_val,
+                                      batch_size, device, validator_rows)  # fmt: skip
     return out

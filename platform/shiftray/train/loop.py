@@ -149,7 +149,8 @@ def run_evaluation(run: Run) -> bool:
     )
     ctx = run.ctx
     run.last_eval = evaluate_all(run.model, run.data, tr.eval_batch_size, ctx.device, ctx.rank,
-                                 ctx.world, label_free, run.step_cfg.autocast_dtype)  # fmt: skip
+                                 ctx.world, label_free, run.step_cfg.autocast_dtype,
+                                 tuple(tr.validators), tr.validator_rows)  # fmt: skip
     if stopper is None:
         return False
     best_before = stopper.best_step

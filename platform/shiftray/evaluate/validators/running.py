@@ -1,5 +1,6 @@
-"""Target-label-free scores of a model on the unlabelled target set (model selection, early
-stopping). Each is summed over the worker's shard and all-reduced, like accuracy.
+"""Target-label-free scores of a model on the whole unlabelled target set, for early stopping.
+Each is summed over the worker's shard and all-reduced, like accuracy (the registered
+validators, `shiftray.evaluate.validators`, score a fixed sample of rows instead).
 
 - target_entropy: mean prediction entropy E_x[H(p(x))] (lower = more confident; Morerio et al.,
   "Minimal-Entropy Correlation Alignment", ICLR 2018 use it for selection);
@@ -73,15 +74,3 @@ class EarlyStopper:
         else:
             self.bad += 1
         return self.bad >= self.patience
-
-
-# Validators by name (registry VALIDATORS, entry point group shiftray.validators): each maps
-# `unsupervised_scores` to one number, higher is better, so a search can select on any of them.
-def entropy_validator(scores: dict[str, float]) -> float:
-    """-target_entropy: confident target predictions score higher (Morerio et al. 2018)."""
-    return -scores["target_entropy"]
-
-
-def im_validator(scores: dict[str, float]) -> float:
-    """target_im: confident and diverse target predictions score higher (SHOT's objective)."""
-    return scores["target_im"]
