@@ -1,4 +1,4 @@
-"""The `shiftray` command line: run, compare, validate, serve, ls, reference, data."""
+"""The `shiftray` command line: run, tune, compare, validate, serve, ls, reference, data."""
 
 from __future__ import annotations
 
@@ -244,6 +244,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_forever(app_args, args.host, args.port)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from shiftray.search.driver import run_search
+    from shiftray.search.space import load_search
+
+    jobs, overrides = _split_args(args.items)
+    if len(jobs) != 1:
+        raise SpecError("shiftray tune takes one job spec with a search: section")
+    search = load_search(jobs[0], overrides)  # the spec and every value of the space: checked
+    if args.num_samples:
+        search.search.num_samples = args.num_samples
+    run_search(search, resume=args.resume, restart=args.restart)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = Path(args.dir)
+    if (path / "search.json").is_file():
+        from shiftray.report.search_report import search_report
+
+        print(search_report(path, args.out))
+        return 0
+    if not path.is_dir():
+        raise UserInputError(f"{path} does not exist")
+    from shiftray.report.run_report import run_report
+
+    print(run_report(path, args.before, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shiftray", description="Domain adaptation and transfer learning on Ray"
@@ -268,6 +297,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-failures", type=int, default=None, help="override resources.max_failures")
     r.add_argument("--quiet", action="store_true", help="no live progress")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser(
+        "tune", help="search a job spec's search: space with Ray Tune, selecting without target labels"
+    )
+    t.add_argument("items", nargs="+", metavar="JOB.yaml|override")
+    t.add_argument("--resume", action="store_true", help="continue the search in its directory")
+    t.add_argument("--restart", action="store_true", help="delete an earlier search there first")
+    t.add_argument("--num-samples", type=int, default=None, help="override search.num_samples")
+    t.set_defaults(func=cmd_tune)
+
+    rp = sub.add_parser(
+        "report", help="a self-contained HTML report of a search (SEARCH_DIR) or a run (RUN_DIR)"
+    )
+    rp.add_argument("dir", metavar="SEARCH_DIR|RUN_DIR")
+    rp.add_argument("--out", default=None, help="default: DIR/report.html")
+    rp.add_argument(
+        "--before", default=None, metavar="RUN_DIR",
+        help="runs: the model before adaptation (e.g. the source-only run; default: the earliest kept checkpoint)",
+    )  # fmt: skip
+    rp.set_defaults(func=cmd_report)
 
     c = sub.add_parser(
         "compare", help="run transfer strategies / methods side by side, several seeds"

@@ -60,6 +60,7 @@ class Tracker:
             run_id = f"{self.run_dir.name}-{hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:8]}"
             self._wandb = wandb.init(
                 project=spec.tracking.project,
+                group=spec.tracking.group,
                 name=self.run_dir.name,
                 id=run_id,
                 resume="allow",

@@ -140,7 +140,10 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
 
 
 def dump_spec(spec: JobSpec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    """The resolved spec as YAML; without ``search`` when it has none (a trial's spec, and every
+    spec written before searches existed, so their hashes stay)."""
+    exclude = {"search"} if spec.search is None else None
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude=exclude), sort_keys=False)
 
 
 # fields that do not change what a run computes: where it writes, how often it reports

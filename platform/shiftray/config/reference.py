@@ -52,7 +52,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
     rows = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
-        nested = [m for m in _models(field.annotation) if m is not JobSpec]
+        keyed = typing.get_origin(field.annotation) is dict  # its values are described inline
+        nested = [] if keyed else [m for m in _models(field.annotation) if m is not JobSpec]
         allowed = _allowed(field.annotation)
         meaning = field.description or ""
         if not meaning and nested:  # a section: the first paragraph of its docstring

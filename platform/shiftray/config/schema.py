@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shiftray.config.components import check_timm_name, nested_error, validate_options
+from shiftray.config.search import SearchSpec
 from shiftray.registry import BACKBONES, BUILTIN_PARAMS, DATASETS, METHODS
 
 # pyarrow.fs.FileSystem.from_uri's schemes (ADLS: abfs/abfss; HDFS needs libhdfs on the nodes)
@@ -353,6 +354,9 @@ class TrackingSpec(Strict):
         "offline", description="online needs WANDB_API_KEY; offline writes under the run dir"
     )
     project: str = Field("shiftray", description="W&B project")
+    group: str | None = Field(
+        None, description="W&B group (a search puts its trials in one: the search's name)"
+    )
     output_dir: str = Field("runs", description="runs are written to <output_dir>/<name>")
     storage_path: str | None = Field(
         None,
@@ -421,6 +425,9 @@ class JobSpec(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    search: SearchSpec | None = Field(
+        None, description="what `shiftray tune` varies and selects on (`shiftray run` ignores it)"
+    )
 
     @model_validator(mode="after")
     def _source_val_needed(self) -> JobSpec:

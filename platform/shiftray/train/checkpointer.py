@@ -72,8 +72,10 @@ class Checkpointer:
         return load_checkpoint(ckpt, module, optimizer)
 
     def save(
-        self, module: torch.nn.Module, optimizer, state: TrainState, spec_yaml: str, labels: dict
-    ) -> None:
+        self, module: torch.nn.Module, optimizer, state: TrainState, spec_yaml: str, labels: dict,
+        extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Write (rank 0), report with ``extra`` (report-only numbers: the loop's time), prune."""
         ckpt = None
         if self.ctx.rank == 0:
 
@@ -84,7 +86,7 @@ class Checkpointer:
             ckpt = save_checkpoint(
                 self.run_dir, module, optimizer, state, spec_yaml, labels, before_commit
             )
-        self.reporter.report({"step": state.step, **state.metrics}, ckpt)
+        self.reporter.report({"step": state.step, **state.metrics, **(extra or {})}, ckpt)
         if self.ctx.rank == 0:
             prune_checkpoints(self.run_dir, self.keep, self.protect)
 

@@ -161,11 +161,12 @@ def _warn_if_nodes_share_no_storage(spec: JobSpec, run_dir: Path) -> None:
 
 def fit(
     spec: JobSpec, data: DomainData | None = None, max_failures: int | None = None,
-    hooks: tuple[LoopHook, ...] = (), fresh: bool = False,
+    hooks: tuple[LoopHook, ...] = (), fresh: bool = False, callbacks: tuple = (),
 ) -> FitResult:  # fmt: skip
     """Train ``spec`` on ``spec.resources.num_workers`` Ray Train workers. ``hooks`` watch or
     disturb the loop (tests: `shiftray.train.hooks`); ``fresh`` (``--restart``): no worker
-    resumes from checkpoints of an earlier run left on its node."""
+    resumes from checkpoints of an earlier run left on its node; ``callbacks``: Ray Train
+    run callbacks (a Tune trial's ``TuneReportCallback``)."""
     t0 = time.perf_counter()
     data, datasets = _job_data(spec, data)
     run_dir = run_dir_for(spec)
@@ -207,6 +208,7 @@ def fit(
             failure_config=FailureConfig(
                 max_failures=spec.resources.max_failures if max_failures is None else max_failures
             ),
+            callbacks=list(callbacks) or None,
         ),
     )
     try:

@@ -131,10 +131,12 @@ def after_step(run: Run, tracker: Tracker, lr: float) -> None:
     if record:
         elapsed = time.perf_counter() - run.t0
         tracker.log(record | {"step": done, "progress": done / run.total, "elapsed_s": elapsed})
+    timing = {"loop_s": time.perf_counter() - run.t0}  # seconds in this process since set-up
     if is_ckpt:
-        run.checkpointer.save(run.module, run.optimizer, _state(run), run.spec_yaml, run.labels)
+        run.checkpointer.save(run.module, run.optimizer, _state(run), run.spec_yaml, run.labels,
+                              timing)  # fmt: skip
     elif is_eval:
-        run.checkpointer.report({"step": done, **run.last_eval.metrics})
+        run.checkpointer.report({"step": done, **run.last_eval.metrics, **timing})
 
 
 def run_evaluation(run: Run) -> bool:

@@ -1,0 +1,217 @@
+"""`run_search`: a validated `Search` -> a Ray Tune experiment -> the summary, the selected
+trial exported as a run directory.
+
+The search directory is ``<tracking.output_dir>/<name>``: Tune's experiment (its state, one
+directory per trial with the reported checkpoints) plus ``trials/<name>-<trial_id>`` (each
+trial's run directory, as ``shiftray run`` writes it), ``search.json`` (the summary) and
+``best/`` (a copy of the selected trial's run directory: ``shiftray run --resume`` and
+``shiftray serve`` take it). The data are read once, on the driver, and put in the object
+store once for all trials (unless the space varies ``data.*``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shiftray.errors import UserInputError
+from shiftray.search.space import Search, default_point, param_space
+from shiftray.search.summary import SearchSummary, TrialRow, print_summary, summarize
+
+
+@dataclass
+class SearchResult:
+    search_dir: Path
+    summary: SearchSummary
+    seconds: float
+
+
+def search_dir_for(s: Search) -> Path:
+    return (Path(s.spec.tracking.output_dir).expanduser() / s.name).resolve()
+
+
+def _resources(s: Search) -> dict[str, float]:
+    """What one trial holds: its worker's CPUs (and GPU) when it trains in its own process; a
+    sliver when it drives a Ray Train worker group, which holds its own."""
+    res = s.spec.resources
+    if res.num_workers == 1 and not s.spec.data.stream.enabled:
+        return {"cpu": res.cpus_per_worker, "gpu": 1.0 if res.use_gpu else 0.0}
+    return {"cpu": 0.01}
+
+
+def _max_concurrent(s: Search) -> int:
+    import ray
+
+    if s.search.max_concurrent_trials:
+        return s.search.max_concurrent_trials
+    res, have = s.spec.resources, ray.cluster_resources()
+    fits = int(have.get("CPU", 1) // (res.num_workers * res.cpus_per_worker))
+    if res.use_gpu:
+        fits = min(fits, int(have.get("GPU", 0) // res.num_workers))
+    return max(1, fits)
+
+
+def _search_alg(s: Search, max_concurrent: int):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    point = default_point(s) if s.search.include_default else None
+    points = [point] if point else None
+    if s.search.algorithm == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError as e:
+            raise UserInputError("search.algorithm optuna needs `pip install optuna`") from e
+        return OptunaSearch(points_to_evaluate=points, seed=s.search.seed)
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=s.search.seed,
+                                 max_concurrent=max_concurrent)  # fmt: skip
+
+
+def _scheduler(s: Search):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sch = s.search.scheduler
+    if sch.name == "fifo":
+        return FIFOScheduler()
+    # max_t one past the last step: ASHA stops a trial that reaches max_t at once, which would
+    # cut the loop's finish (final model, shift statistics, result.json) short
+    return ASHAScheduler(time_attr="step", max_t=s.spec.train.steps + 1,
+                         grace_period=sch.grace_period or s.spec.train.eval_every,
+                         reduction_factor=sch.reduction_factor)  # fmt: skip
+
+
+def check_optuna(s: Search) -> None:
+    if s.search.algorithm == "optuna":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise UserInputError("search.algorithm optuna needs `pip install optuna`") from None
+
+
+def _trainable(s: Search, search_dir: Path):
+    from ray import tune
+    from shiftray.search.trial import run_trial
+    from shiftray.train.launch import job_data
+
+    varies_data = any(p.startswith("data.") for p in s.search.space)
+    data = None if varies_data else job_data(s.spec)
+    fn = tune.with_parameters(run_trial, base=s.raw, search_dir=str(search_dir),
+                              validators=s.validators, data=data)  # fmt: skip
+    return tune.with_resources(fn, _resources(s))
+
+
+def _tuner(s: Search, search_dir: Path, resume: bool, callbacks: list):
+    from ray import tune
+
+    trainable = _trainable(s, search_dir)
+    if resume:
+        return tune.Tuner.restore(str(search_dir), trainable, resume_errored=True)
+    n = _max_concurrent(s)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(s.search),
+        tune_config=tune.TuneConfig(
+            metric=s.search.metric, mode="max", scheduler=_scheduler(s),
+            search_alg=_search_alg(s, n), num_samples=s.search.num_samples,
+            # the random generator limits itself (above); Tune wraps a Searcher in a limiter
+            max_concurrent_trials=n if s.search.algorithm == "optuna" else None,
+        ),  # fmt: skip
+        run_config=tune.RunConfig(
+            name=s.name, storage_path=str(search_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=s.search.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or None, verbose=1,
+        ),  # fmt: skip
+    )
+
+
+def run_search(s: Search, resume: bool = False, restart: bool = False,
+               callbacks: list | None = None) -> SearchResult:  # fmt: skip
+    """Run (or resume) the search; print and write its summary; export the selected trial."""
+    from shiftray.train.launch import ensure_ray
+
+    check_optuna(s)
+    t0 = time.perf_counter()
+    search_dir = search_dir_for(s)
+    ensure_ray()
+    from ray import tune
+
+    exists = search_dir.is_dir() and tune.Tuner.can_restore(str(search_dir))
+    if resume and not exists:
+        raise UserInputError(f"--resume: no search to resume in {search_dir}")
+    if exists and not resume:
+        if not restart:
+            raise UserInputError(
+                f"a search already ran in {search_dir}: continue it with --resume, or start over "
+                "with --restart (deletes it)"
+            )
+        shutil.rmtree(search_dir)
+    grid = _tuner(s, search_dir, resume, list(callbacks or [])).fit()
+    summary = summarize(s.name, s.search.metric, s.spec.train.steps, _rows(s, grid))
+    seconds = time.perf_counter() - t0
+    _write(s, search_dir, summary, seconds)
+    print_summary(summary)
+    if summary.selected is not None:
+        best = export_best(s, search_dir, summary.selected)
+        print(f"selected trial's run directory: {best} (shiftray run --resume / shiftray serve)")
+    return SearchResult(search_dir, summary, seconds)
+
+
+def _rows(s: Search, grid) -> list[TrialRow]:
+    point = default_point(s) if s.search.include_default else None
+    rows = []
+    for r in grid:
+        m = dict(r.metrics or {})
+        if "step" not in m or "trial_id" not in m:  # failed before its first evaluation
+            continue
+        cfg = {k: v for k, v in (r.config or {}).items() if k in s.search.space}
+        numeric = {k: float(v) for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        rows.append(TrialRow(m["trial_id"], cfg, int(m["step"]), numeric, cfg == point))
+    return sorted(rows, key=lambda t: t.trial_id)
+
+
+def _provenance(s: Search) -> dict[str, Any]:
+    import hashlib
+    import platform
+    import subprocess
+
+    import ray
+    from shiftray.config.load import dump_spec
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True).stdout.strip())  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "", None
+    return {"commit": commit, "dirty": dirty,
+            "spec_sha256": hashlib.sha256(dump_spec(s.spec).encode()).hexdigest(),
+            "ray": ray.__version__, "date": time.strftime("%Y-%m-%d"),
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "command": " ".join(["shiftray", *sys.argv[1:]]) if sys.argv else ""}  # fmt: skip
+
+
+def _write(s: Search, search_dir: Path, summary: SearchSummary, seconds: float) -> None:
+    out = summary.as_dict() | {"seconds": round(seconds, 1), "validators_scored": s.validators,
+                               "provenance": _provenance(s)}  # fmt: skip
+    tmp = search_dir / "search.json.tmp"
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, search_dir / "search.json")
+
+
+def export_best(s: Search, search_dir: Path, trial_id: str) -> Path:
+    """Copy the selected trial's run directory to ``best/`` (complete, or not replaced)."""
+    src = search_dir / "trials" / f"{s.name}-{trial_id}"
+    best, tmp = search_dir / "best", search_dir / ".best.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    (tmp / "selected.json").write_text(json.dumps({"trial_id": trial_id, "search": str(search_dir)}))
+    shutil.rmtree(best, ignore_errors=True)
+    os.replace(tmp, best)
+    return best

@@ -1,0 +1,139 @@
+"""A job spec with a ``search:`` section -> the base spec, the checked space, Tune's domains.
+
+Everything here runs before Ray starts: `load_search` validates the job spec and then every
+value each distribution can give (`Distribution.extremes`) in a trial spec, and reports all
+bad ones together.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from shiftray.config.load import SpecError, apply_overrides, drop_foreign_options, spec_from_dict
+from shiftray.config.schema import JobSpec, uses_source
+from shiftray.config.search import Distribution, SearchSpec
+
+
+@dataclass
+class Search:
+    """A validated search: the job spec (``raw``: as a dict, before defaults are filled, which
+    each trial starts from), its search section, and the validators every trial scores."""
+
+    raw: dict[str, Any]
+    spec: JobSpec
+    search: SearchSpec
+    validators: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    node = raw
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"search.space: {path!r}: {part!r} is not a section")
+    node[last] = copy.deepcopy(value)
+
+
+def get_path(spec: JobSpec, path: str) -> Any:
+    """The spec's value at ``path`` (a method parameter's default when the spec leaves it)."""
+    node: Any = spec.model_dump(mode="json")
+    node["method"]["params"] = spec.method.resolved_params().model_dump(mode="json")
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def trial_raw(raw: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The job spec of one trial: the base without its search section, with ``config``'s
+    values at their dotted paths."""
+    out = {k: copy.deepcopy(v) for k, v in raw.items() if k != "search"}
+    for path, value in config.items():
+        set_path(out, path, value)
+    return out
+
+
+def default_validators(spec: JobSpec) -> list[str]:
+    """Every registered validator this job can score (those reading held-out source rows only
+    when it holds some out and its method reads the source)."""
+    from shiftray.registry import VALIDATORS
+
+    can_source = spec.data.source_val_fraction > 0 and uses_source(spec.method.name)
+    return [n for n in VALIDATORS.names() if can_source or not getattr(VALIDATORS.get(n), "needs_source", False)]
+
+
+def check_space(raw: dict[str, Any], search: SearchSpec, origin: str) -> None:
+    """Each extreme value of each distribution, alone in an otherwise default trial spec, must
+    make a valid job spec; all failures are reported together."""
+    problems = []
+    for path, dist in search.space.items():
+        for value in dist.extremes():
+            try:
+                spec_from_dict(trial_raw(raw, {path: value}), origin)
+            except SpecError as e:
+                detail = str(e).split("\n", 1)[-1].strip()
+                problems.append(f"  search.space.{path} = {value!r}:\n    {detail}")
+    if problems:
+        raise SpecError(f"invalid search space in {origin}:\n" + "\n".join(problems))
+
+
+def load_search(path: str | Path, overrides: list[str] | None = None) -> Search:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"job spec {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    raw = drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
+    spec = spec_from_dict(raw, str(path))
+    if spec.search is None:
+        raise SpecError(f"{path} has no search: section; see `shiftray reference` (search)")
+    check_space(raw, spec.search, str(path))
+    validators = spec.search.validators or default_validators(spec)
+    metric = spec.search.metric
+    if metric.startswith("validator/") and metric.removeprefix("validator/") not in validators:
+        validators = [*validators, metric.removeprefix("validator/")]
+    if metric == "source_val_acc" and spec.data.source_val_fraction <= 0:
+        raise SpecError(f"{path}: search.metric source_val_acc needs data.source_val_fraction > 0")
+    spec_from_dict(trial_raw(raw, {"train.validators": validators}), str(path))  # they can run
+    return Search(raw, spec, spec.search, validators)
+
+
+def tune_domain(dist: Distribution):
+    """The Ray Tune sampling domain of a distribution."""
+    from ray import tune
+
+    a = dist.args
+    return {
+        "uniform": lambda: tune.uniform(a[0], a[1]),
+        "loguniform": lambda: tune.loguniform(a[0], a[1]),
+        "quniform": lambda: tune.quniform(a[0], a[1], a[2]),
+        "randint": lambda: tune.randint(a[0], a[1]),
+        "lograndint": lambda: tune.lograndint(a[0], a[1]),
+        "choice": lambda: tune.choice(list(a)),
+        "grid": lambda: tune.grid_search(list(a)),
+    }[dist.kind]()
+
+
+def param_space(search: SearchSpec) -> dict[str, Any]:
+    return {path: tune_domain(dist) for path, dist in search.space.items()}
+
+
+def default_point(s: Search) -> dict[str, Any] | None:
+    """The job spec's own values at the searched paths, as a first trial to evaluate; None
+    when a grid dimension fixes values or a default lies outside its distribution."""
+    point = {}
+    for path, dist in s.search.space.items():
+        value = get_path(s.spec, path)
+        if dist.kind == "grid" or value is None or not dist.default_in_range(value):
+            return None
+        point[path] = value
+    return point
