@@ -100,3 +100,15 @@ def test_summary_picks_and_correlates():
     assert s.validators["validator/x"].spearman == pytest.approx(0.8)
     d = s.as_dict()
     assert d["selected_target_acc"] == 80.0 and d["default_target_acc"] == 60.0
+
+
+def test_list_valued_choices_are_sampled_by_index(tmp_path):
+    """Tune reads a list in a preset point as nested parameters: such choices go by index."""
+    from shiftray.search.space import decode
+
+    widths = [[8], [16], [16, 16]]
+    s = load_search(write(tmp_path, {"space": {"method.params.disc_hidden": {"choice": widths}}}))
+    assert s.indexed == {"method.params.disc_hidden": widths}
+    assert param_space(s.search)["method.params.disc_hidden"].categories == [0, 1, 2]
+    assert default_point(s) == {"method.params.disc_hidden": 1}  # the spec's [16]
+    assert decode({"method.params.disc_hidden": 2}, s.indexed) == {"method.params.disc_hidden": [16, 16]}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shiftray.errors import UserInputError
-from shiftray.search.space import Search, default_point, param_space
+from shiftray.search.space import Search, decode, default_point, param_space
 from shiftray.search.summary import SearchSummary, TrialRow, print_summary, summarize
 
 
@@ -101,7 +101,7 @@ def _trainable(s: Search, search_dir: Path):
     varies_data = any(p.startswith("data.") for p in s.search.space)
     data = None if varies_data else job_data(s.spec)
     fn = tune.with_parameters(run_trial, base=s.raw, search_dir=str(search_dir),
-                              validators=s.validators, data=data)  # fmt: skip
+                              validators=s.validators, indexed=s.indexed, data=data)  # fmt: skip
     return tune.with_resources(fn, _resources(s))
 
 
@@ -137,6 +137,7 @@ def run_search(s: Search, resume: bool = False, restart: bool = False,
 
     check_optuna(s)
     t0 = time.perf_counter()
+    provenance = _provenance(s)  # the code that runs: taken at the start
     search_dir = search_dir_for(s)
     ensure_ray()
     from ray import tune
@@ -154,7 +155,7 @@ def run_search(s: Search, resume: bool = False, restart: bool = False,
     grid = _tuner(s, search_dir, resume, list(callbacks or [])).fit()
     summary = summarize(s.name, s.search.metric, s.spec.train.steps, _rows(s, grid))
     seconds = time.perf_counter() - t0
-    _write(s, search_dir, summary, seconds)
+    _write(s, search_dir, summary, seconds, provenance)
     print_summary(summary)
     if summary.selected is not None:
         best = export_best(s, search_dir, summary.selected)
@@ -164,12 +165,13 @@ def run_search(s: Search, resume: bool = False, restart: bool = False,
 
 def _rows(s: Search, grid) -> list[TrialRow]:
     point = default_point(s) if s.search.include_default else None
+    point = decode(point, s.indexed) if point else None
     rows = []
     for r in grid:
         m = dict(r.metrics or {})
         if "step" not in m or "trial_id" not in m:  # failed before its first evaluation
             continue
-        cfg = {k: v for k, v in (r.config or {}).items() if k in s.search.space}
+        cfg = decode({k: v for k, v in (r.config or {}).items() if k in s.search.space}, s.indexed)
         numeric = {k: float(v) for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         rows.append(TrialRow(m["trial_id"], cfg, int(m["step"]), numeric, cfg == point))
     return sorted(rows, key=lambda t: t.trial_id)
@@ -197,9 +199,10 @@ def _provenance(s: Search) -> dict[str, Any]:
             "command": " ".join(["shiftray", *sys.argv[1:]]) if sys.argv else ""}  # fmt: skip
 
 
-def _write(s: Search, search_dir: Path, summary: SearchSummary, seconds: float) -> None:
+def _write(s: Search, search_dir: Path, summary: SearchSummary, seconds: float,
+           provenance: dict[str, Any]) -> None:  # fmt: skip
     out = summary.as_dict() | {"seconds": round(seconds, 1), "validators_scored": s.validators,
-                               "provenance": _provenance(s)}  # fmt: skip
+                               "provenance": provenance}  # fmt: skip
     tmp = search_dir / "search.json.tmp"
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, search_dir / "search.json")

@@ -32,6 +32,12 @@ class Search:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def indexed(self) -> dict[str, list[Any]]:
+        """The choice/grid dimensions whose values are lists or mappings (stages, layer widths):
+        Tune samples their index (it reads a list in a preset point as nested parameters)."""
+        return {p: list(d.args) for p, d in self.search.space.items() if is_indexed(d)}
+
 
 def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
     node = raw
@@ -107,11 +113,20 @@ def load_search(path: str | Path, overrides: list[str] | None = None) -> Search:
     return Search(raw, spec, spec.search, validators)
 
 
+def is_indexed(dist: Distribution) -> bool:
+    return dist.kind in ("choice", "grid") and any(isinstance(v, list | dict) for v in dist.args)
+
+
+def decode(config: dict[str, Any], indexed: dict[str, list[Any]]) -> dict[str, Any]:
+    """A Tune config -> the values it stands for (indexed dimensions: index -> value)."""
+    return {k: indexed[k][v] if k in indexed else v for k, v in config.items()}
+
+
 def tune_domain(dist: Distribution):
-    """The Ray Tune sampling domain of a distribution."""
+    """The Ray Tune sampling domain of a distribution (of the index, for `is_indexed` ones)."""
     from ray import tune
 
-    a = dist.args
+    a = list(range(len(dist.args))) if is_indexed(dist) else dist.args
     return {
         "uniform": lambda: tune.uniform(a[0], a[1]),
         "loguniform": lambda: tune.loguniform(a[0], a[1]),
@@ -135,5 +150,5 @@ def default_point(s: Search) -> dict[str, Any] | None:
         value = get_path(s.spec, path)
         if dist.kind == "grid" or value is None or not dist.default_in_range(value):
             return None
-        point[path] = value
+        point[path] = dist.args.index(value) if is_indexed(dist) else value
     return point

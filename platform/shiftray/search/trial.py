@@ -75,15 +75,18 @@ def trial_spec(base: dict[str, Any], config: dict[str, Any], search_dir: str, va
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any], search_dir: str,
-              validators: list[str], data=None) -> None:  # fmt: skip
+              validators: list[str], indexed: dict[str, list[Any]], data=None) -> None:  # fmt: skip
     """The Tune function: ``data`` is the search's data (put in the object store once) or None
-    when the space varies the data, so each trial reads its own."""
+    when the space varies the data, so each trial reads its own; ``indexed``: the dimensions
+    Tune samples by index (`shiftray.search.space.decode`)."""
     from ray import tune
+    from shiftray.search.space import decode
     from shiftray.train.launch import fit, run_dir_for
     from shiftray.train.loop import train_loop_per_worker
     from shiftray.train.run import LoopConfig
 
-    spec = trial_spec(base, config, search_dir, validators, tune.get_context().get_trial_id())
+    trial_id = tune.get_context().get_trial_id()
+    spec = trial_spec(base, decode(config, indexed), search_dir, validators, trial_id)
     if data is None:
         from shiftray.train.launch import job_data
 

@@ -1,0 +1,46 @@
+"""The validators' table over searches: Spearman's rho with the oracle target accuracy per
+validator and search, and what each search selected against its oracle-best and default trials.
+
+    python bench/search_tables.py [bench/results/search-*.json ...]
+
+Reads the search summaries copied from ``<search_dir>/search.json`` into bench/results/ (the
+digits, Amazon and Office-Caltech10 searches of the README) and prints the two Markdown tables
+the README shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fmt(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main() -> None:
+    paths = [Path(p) for p in sys.argv[1:]] or sorted((ROOT / "bench/results").glob("search-*.json"))
+    searches = [json.loads(p.read_text()) for p in paths]
+    names = [s["name"] for s in searches]
+    keys = sorted({k for s in searches for k in s["validators"]})
+    print("| validator | " + " | ".join(names) + " | mean |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for k in keys:
+        rhos = [s["validators"].get(k, {}).get("spearman") for s in searches]
+        known = [r for r in rhos if r is not None]
+        mean = sum(known) / len(known) if known else None
+        print(f"| {k.removeprefix('validator/')} | " + " | ".join(fmt(r) for r in rhos) + f" | {fmt(mean)} |")
+    print()
+    print("| search | trials | selected by | its target acc | oracle-best | default | commit | minutes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in searches:
+        print(f"| {s['name']} | {len(s['trials'])} | {s['metric'].removeprefix('validator/')} | "
+              f"{fmt(s['selected_target_acc'])} | {fmt(s['oracle_best_target_acc'])} | "
+              f"{fmt(s['default_target_acc'])} | {s['provenance']['commit']} | {s['seconds'] / 60:.1f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
