@@ -22,7 +22,11 @@ def fmt(x, digits: int = 2) -> str:
 
 
 def main() -> None:
-    paths = [Path(p) for p in sys.argv[1:]] or sorted((ROOT / "bench/results").glob("search-*.json"))
+    order = ["mnist-usps", "usps-mnist", "amazon", "office"]  # digits first: IM was chosen there
+    found = (ROOT / "bench/results").glob("search-*.json")
+    paths = [Path(p) for p in sys.argv[1:]] or sorted(
+        found, key=lambda p: [k in p.name for k in order].index(True) if any(k in p.name for k in order) else 9
+    )
     searches = [json.loads(p.read_text()) for p in paths]
     names = [s["name"] for s in searches]
     keys = sorted({k for s in searches for k in s["validators"]})
@@ -34,12 +38,15 @@ def main() -> None:
         mean = sum(known) / len(known) if known else None
         print(f"| {k.removeprefix('validator/')} | " + " | ".join(fmt(r) for r in rhos) + f" | {fmt(mean)} |")
     print()
-    print("| search | trials | selected by | its target acc | oracle-best | default | commit | minutes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| search | trials | selected by | its target acc | IM's pick | oracle-best | default | commit | minutes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in searches:
+        im = s["validators"].get("validator/im", {}).get("picked_target_acc")
+        prov = s["provenance"]
+        commit = prov["commit"] + (" (uncommitted changes)" if prov.get("dirty") else "")
         print(f"| {s['name']} | {len(s['trials'])} | {s['metric'].removeprefix('validator/')} | "
-              f"{fmt(s['selected_target_acc'])} | {fmt(s['oracle_best_target_acc'])} | "
-              f"{fmt(s['default_target_acc'])} | {s['provenance']['commit']} | {s['seconds'] / 60:.1f} |")  # fmt: skip
+              f"{fmt(s['selected_target_acc'])} | {fmt(im)} | {fmt(s['oracle_best_target_acc'])} | "
+              f"{fmt(s['default_target_acc'])} | {commit} | {s['seconds'] / 60:.1f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -146,12 +146,11 @@ def _figures(run_dir: Path, views: list[View], cm: np.ndarray | None, classes: l
 def run_report(run_dir: str | Path, before: str | Path | None = None, out: str | Path | None = None,
                rows: int = ROWS) -> Path:  # fmt: skip
     """Write ``<run_dir>/report.html`` (or ``out``); returns its path."""
-    import plotly.io as pio
-
     from shiftray.config.load import load_spec
     from shiftray.data.loading import load_domain_data
     from shiftray.errors import UserInputError
     from shiftray.models.load import list_checkpoints, resolve_checkpoint
+    from shiftray.report.page import write_page
 
     run_dir = Path(run_dir)
     kept = list_checkpoints(run_dir)
@@ -168,23 +167,13 @@ def run_report(run_dir: str | Path, before: str | Path | None = None, out: str |
     views.append(_view("final model", after, data.source.x, target_x, rows))
     cm = _confusion(after, data.target_test, data.num_classes) if data.target_test.y is not None else None
     figs = _figures(run_dir, views, cm, list(data.classes))
-    parts = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
-             for i, f in enumerate(figs)]  # fmt: skip
     pads = "; ".join(f"{v.name} (step {v.step}) {v.pad:.2f}" for v in views)
     acc = "" if cm is None else f" Target test accuracy {100 * np.trace(cm) / cm.sum():.2f}."
     note = "" if len(views) > 1 else (" Only one checkpoint is kept: pass --before SOURCE_RUN_DIR "
                                       "to compare with the model before adaptation.")  # fmt: skip
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>run {html.escape(spec.name)}</title><style>body{{font-family:sans-serif;margin:2em;"
-        "background:#fff}</style></head><body>"
-        f"<h1>Run {html.escape(spec.name)}</h1><p>{html.escape(spec.data.source)} &rarr; "
-        f"{html.escape(spec.data.target)}, {html.escape(spec.method.name)}, {html.escape(spec.model.backbone)}."
-        f"{acc} Proxy A-distance between source and target features: {pads}.{note}</p>"
-        + "".join(parts) + "</body></html>"
+    intro = (
+        f"<p>{html.escape(spec.data.source)} &rarr; {html.escape(spec.data.target)}, "
+        f"{html.escape(spec.method.name)}, {html.escape(spec.model.backbone)}.{acc} Proxy "
+        f"A-distance between source and target features: {pads}.{note}</p>"
     )  # fmt: skip
-    path = Path(out) if out else run_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_page(Path(out) if out else run_dir / "report.html", f"Run {spec.name}", intro, figs)

@@ -145,7 +145,7 @@ def _headline(s: dict[str, Any]) -> str:
 
 def search_report(search_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``<search_dir>/report.html`` (or ``out``); returns its path."""
-    import plotly.io as pio
+    from shiftray.report.page import write_page
 
     search_dir = Path(search_dir)
     summary = search_dir / "search.json"
@@ -157,16 +157,5 @@ def search_report(search_dir: str | Path, out: str | Path | None = None) -> Path
     figs = [_table(s)]
     if s["trials"]:
         figs += [_parallel(s), _learning_curves(s, _curves(search_dir, s)), _scatter(s)]
-    parts = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
-             for i, f in enumerate(figs)]  # fmt: skip
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>search {html.escape(s['name'])}</title><style>body{{font-family:sans-serif;"
-        "margin:2em;background:#fff}} .prov{color:#666;font-size:90%}</style></head><body>"
-        f"<h1>Search {html.escape(s['name'])}</h1>{_headline(s)}" + "".join(parts) + "</body></html>"
-    )  # fmt: skip
-    path = Path(out) if out else search_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_page(Path(out) if out else search_dir / "report.html",
+                      f"Search {s['name']}", _headline(s), figs)  # fmt: skip

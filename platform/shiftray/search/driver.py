@@ -81,7 +81,7 @@ def _scheduler(s: Search):
     # max_t one past the last step: ASHA stops a trial that reaches max_t at once, which would
     # cut the loop's finish (final model, shift statistics, result.json) short
     return ASHAScheduler(time_attr="step", max_t=s.spec.train.steps + 1,
-                         grace_period=sch.grace_period or s.spec.train.eval_every,
+                         grace_period=min(sch.grace_period or s.spec.train.eval_every, s.spec.train.steps),
                          reduction_factor=sch.reduction_factor)  # fmt: skip
 
 
