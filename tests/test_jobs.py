@@ -18,7 +18,12 @@ def test_job_spec_is_valid(path):
     spec = load_spec(path)
     bench = DATASETS.get(spec.data.benchmark)
     assert spec.data.source != spec.data.target
+    command = "tune" if spec.search is not None else "run"
     assert (
-        f"shiftray run jobs/{path.parent.name}/{path.name}" in path.read_text()
+        f"shiftray {command} jobs/{path.parent.name}/{path.name}" in path.read_text()
     )  # says how to run it
+    if spec.search is not None:  # and its space: every value it can take
+        from shiftray.search.space import load_search
+
+        assert load_search(path).validators
     assert spec.data.source in bench.domains(bench.Options.model_validate(spec.data.options))

@@ -346,7 +346,7 @@ def test_a_rank_without_unlabelled_rows_still_scores_and_reduces(monkeypatch):
     import torch
     import torch.distributed as dist
     from shiftray.config.schema import ModelSpec
-    from shiftray.evaluate import validators
+    from shiftray.evaluate.validators import running as validators
     from shiftray.models.build import build_model
 
     torch.manual_seed(0)

@@ -37,12 +37,14 @@ def search_dir_for(s: Search) -> Path:
 
 
 def _resources(s: Search) -> dict[str, float]:
-    """What one trial holds: its worker's CPUs (and GPU) when it trains in its own process; a
-    sliver when it drives a Ray Train worker group, which holds its own."""
+    """What one trial holds: its worker's CPUs (and GPU) when it trains in its own process; no
+    CPU when it drives a Ray Train worker group, which holds its own (a CPU sliver would leave
+    a cluster whose CPUs the workers fill exactly one short, and the trial waiting forever).
+    Tune wants a non-empty request: one byte of memory."""
     res = s.spec.resources
     if res.num_workers == 1 and not s.spec.data.stream.enabled:
         return {"cpu": res.cpus_per_worker, "gpu": 1.0 if res.use_gpu else 0.0}
-    return {"cpu": 0.01}
+    return {"cpu": 0.0, "memory": 1.0}
 
 
 def _max_concurrent(s: Search) -> int:

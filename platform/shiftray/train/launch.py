@@ -159,6 +159,20 @@ def _warn_if_nodes_share_no_storage(spec: JobSpec, run_dir: Path) -> None:
         )
 
 
+def _run_config(spec: JobSpec, run_dir: Path, max_failures: int | None, callbacks: tuple):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig(
+        name=spec.name,
+        storage_path=spec.tracking.storage_path or str(run_dir.parent),
+        checkpoint_config=CheckpointConfig(num_to_keep=_storage_keep(spec)),
+        failure_config=FailureConfig(
+            max_failures=spec.resources.max_failures if max_failures is None else max_failures
+        ),
+        callbacks=list(callbacks) or None,
+    )
+
+
 def fit(
     spec: JobSpec, data: DomainData | None = None, max_failures: int | None = None,
     hooks: tuple[LoopHook, ...] = (), fresh: bool = False, callbacks: tuple = (),
@@ -173,7 +187,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     ensure_ray()
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     res = spec.resources
@@ -201,15 +215,7 @@ def fit(
             resources_per_worker={"CPU": res.cpus_per_worker},
         ),
         torch_config=TorchConfig(backend=backend),
-        run_config=RunConfig(
-            name=spec.name,
-            storage_path=spec.tracking.storage_path or str(run_dir.parent),
-            checkpoint_config=CheckpointConfig(num_to_keep=_storage_keep(spec)),
-            failure_config=FailureConfig(
-                max_failures=spec.resources.max_failures if max_failures is None else max_failures
-            ),
-            callbacks=list(callbacks) or None,
-        ),
+        run_config=_run_config(spec, run_dir, max_failures, callbacks),
     )
     try:
         result = trainer.fit()
