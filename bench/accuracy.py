@@ -29,7 +29,6 @@ import datetime
 import hashlib
 import importlib.metadata as md
 import os
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -147,13 +146,7 @@ def run_provenance() -> dict:
     """What every row of this run shares: the commit (and whether the tree had uncommitted
     changes), torch and ray versions, the machine; `stamp` adds the date and the spec's sha."""
     from common import provenance  # bench/ is on sys.path, as for accuracy_results
-
-    def git(*args: str) -> str:
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
-        except OSError:
-            return ""
-        return out.stdout.strip() if out.returncode == 0 else ""
+    from shiftray import provenance as source
 
     common = provenance()
     versions = {}
@@ -163,8 +156,8 @@ def run_provenance() -> dict:
         except md.PackageNotFoundError:
             versions[pkg] = None
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "commit": source.commit(short=False),
+        "dirty": bool(source.dirty()),
         **versions,
         "machine": common["machine"],
         "cpus": common["cpus"],

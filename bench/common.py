@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -54,13 +53,9 @@ def provenance() -> dict:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            cwd=RESULTS.parent, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    from shiftray import provenance as source
+
+    commit = source.commit()
     versions = {}
     for pkg in ("torch", "torchvision", "ray", "timm", "pyarrow"):
         try:

@@ -16,7 +16,8 @@ The ceiling is the direct call of the same `Predictor` in this process with the 
 already-decoded arrays, at the best of batch 1, 2, 4, 8, 16 and 32: on a CPU a larger batch is not
 always faster per image (EfficientNet-Lite0 at 224 px slows past batch 4 on this machine's cache).
 Batching on serves with ``max_batch_size`` = that best batch (at least 2), unless
-``--max-batch-size`` says otherwise: the batch size is a property of the hardware, measured here. Bounded by --seconds per setting and stops by itself; loopback only.
+``--max-batch-size`` says otherwise: the batch size is a property of the hardware, measured
+here. Bounded by --seconds per setting and stops by itself; loopback only.
 Writes bench/results/cpu-serve-load.json.
 """
 

@@ -127,7 +127,8 @@ def spec_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> JobSpec:
         raise SpecError(_format(e, origin)) from None
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+def load_raw(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A job spec file with its overrides applied, before validation."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"job spec {path} does not exist")
@@ -135,8 +136,11 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise SpecError(f"job spec {path} is not valid YAML: {e}") from None
-    merged = drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
-    return spec_from_dict(merged, str(path))
+    return drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    return spec_from_dict(load_raw(path, overrides), str(path))
 
 
 def dump_spec(spec: JobSpec) -> str:

@@ -2,7 +2,7 @@
 which label-free metric it selects (`shiftray tune`).
 
     search:
-      metric: validator/mixval          # validator/<registered> or source_val_acc; never target_*
+      metric: validator/im              # validator/<registered> or source_val_acc; never target_*
       num_samples: 8
       scheduler: {name: asha, reduction_factor: 2}
       space:
@@ -107,8 +107,9 @@ class SearchSpec(BaseModel):
         "{lograndint: [low, high]}, {choice: [values]}, {grid: [values]}",
     )
     metric: str = Field(
-        "validator/mixval",
-        description="what selects: validator/<name> or source_val_acc (higher is better)",
+        "validator/im",
+        description="what selects: validator/<name> or source_val_acc (higher is better); IM "
+        "was chosen on the digits searches (README, Search)",
     )
     num_samples: int = Field(8, ge=1, description="trials (times each grid point)")
     algorithm: Literal["random", "optuna"] = Field(

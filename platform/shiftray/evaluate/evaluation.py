@@ -53,11 +53,10 @@ def evaluate_all(
         out.per_class, out.predicted, out.actual = res.per_class, res.predicted, res.actual
     if data.source_val is not None:
         out.metrics["source_val_acc"] = evaluate(model, data.source_val, *args).accuracy
+    unlabelled = data.target if len(data.target) else data.target_test.without_labels()
     if label_free or data.target_test.y is None:  # no target labels: the label-free scores
-        unlabelled = data.target if len(data.target) else data.target_test.without_labels()
         out.metrics |= unsupervised_scores(model, unlabelled, *args)
     if validators:
-        unlabelled = data.target if len(data.target) else data.target_test.without_labels()
         out.metrics |= run_validators(model, validators, unlabelled.x, data.source_val,
                                       batch_size, device, validator_rows)  # fmt: skip
     return out

@@ -26,19 +26,17 @@ ROWS = 1000
 
 
 def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0) -> float:
-    """2 (1 - 2 eps) for the held-out error eps of a source-vs-target linear classifier."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    """2 (1 - 2 eps) for the held-out error eps of a source-vs-target linear classifier
+    (`domain_classifier`) trained on half of a balanced sample of each."""
+    from shiftray.evaluate.validators.scores import domain_classifier
 
     rng = np.random.default_rng(seed)
     n = min(len(source), len(target))
-    x = np.concatenate([source[rng.permutation(len(source))[:n]], target[rng.permutation(len(target))[:n]]])
-    y = np.r_[np.zeros(n), np.ones(n)]
-    order = rng.permutation(2 * n)
-    train, test = order[:n], order[n:]
-    scaler = StandardScaler().fit(x[train])
-    clf = LogisticRegression(max_iter=2000).fit(scaler.transform(x[train]), y[train])
-    err = float((clf.predict(scaler.transform(x[test])) != y[test]).mean())
+    s, t = source[rng.permutation(len(source))[:n]], target[rng.permutation(len(target))[:n]]
+    half = n // 2
+    clf = domain_classifier(s[:half], t[:half])
+    x, y = np.concatenate([s[half:], t[half:]]), np.r_[np.zeros(n - half), np.ones(n - half)]
+    err = float((clf.predict(x) != y).mean())
     return 2 * (1 - 2 * err)
 
 
@@ -75,23 +73,18 @@ def _sample(n: int, k: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, min(n, k), replace=False))
 
 
-def _view(name: str, ckpt: Path, source_x, target_x, rows: int) -> View:
-    from shiftray.models.load import load_trained_model
-
-    model, _ = load_trained_model(ckpt)
+def _view(name: str, ckpt: Path, model, source_x, target_x, rows: int) -> View:
     fs = _features(model, source_x, _sample(len(source_x), rows))
     ft = _features(model, target_x, _sample(len(target_x), rows))
     step = json.loads((ckpt / "state.json").read_text())["step"] if (ckpt / "state.json").is_file() else 0
     return View(name, step, fs, ft, proxy_a_distance(fs, ft))
 
 
-def _confusion(ckpt: Path, test, k: int) -> np.ndarray:
+def _confusion(model, test, k: int) -> np.ndarray:
     import torch
 
     from shiftray.evaluate.metrics import input_rows
-    from shiftray.models.load import load_trained_model
 
-    model, _ = load_trained_model(ckpt)
     cm = np.zeros((k, k), dtype=np.int64)
     with torch.no_grad():
         for s in range(0, len(test), 500):
@@ -149,7 +142,7 @@ def run_report(run_dir: str | Path, before: str | Path | None = None, out: str |
     from shiftray.config.load import load_spec
     from shiftray.data.loading import load_domain_data
     from shiftray.errors import UserInputError
-    from shiftray.models.load import list_checkpoints, resolve_checkpoint
+    from shiftray.models.load import list_checkpoints, load_trained_model, resolve_checkpoint
     from shiftray.report.page import write_page
 
     run_dir = Path(run_dir)
@@ -163,9 +156,11 @@ def run_report(run_dir: str | Path, before: str | Path | None = None, out: str |
     target_x = data.target.x if len(data.target) else data.target_test.x
     views = []
     if first != after:
-        views.append(_view("before" if before else "earliest checkpoint", first, data.source.x, target_x, rows))
-    views.append(_view("final model", after, data.source.x, target_x, rows))
-    cm = _confusion(after, data.target_test, data.num_classes) if data.target_test.y is not None else None
+        name = "before" if before else "earliest checkpoint"
+        views.append(_view(name, first, load_trained_model(first)[0], data.source.x, target_x, rows))
+    final = load_trained_model(after)[0]
+    views.append(_view("final model", after, final, data.source.x, target_x, rows))
+    cm = _confusion(final, data.target_test, data.num_classes) if data.target_test.y is not None else None
     figs = _figures(run_dir, views, cm, list(data.classes))
     pads = "; ".join(f"{v.name} (step {v.step}) {v.pad:.2f}" for v in views)
     acc = "" if cm is None else f" Target test accuracy {100 * np.trace(cm) / cm.sum():.2f}."

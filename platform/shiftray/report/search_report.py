@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ORACLE = "target_acc"
+from shiftray.search.summary import ORACLE
 
 
 def _trial_dir(search_dir: Path, name: str, trial_id: str) -> Path:

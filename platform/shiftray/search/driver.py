@@ -32,10 +32,6 @@ class SearchResult:
     seconds: float
 
 
-def search_dir_for(s: Search) -> Path:
-    return (Path(s.spec.tracking.output_dir).expanduser() / s.name).resolve()
-
-
 def _resources(s: Search) -> dict[str, float]:
     """What one trial holds: its worker's CPUs (and GPU) when it trains in its own process; no
     CPU when it drives a Ray Train worker group, which holds its own (a CPU sliver would leave
@@ -64,11 +60,9 @@ def _search_alg(s: Search, max_concurrent: int):
 
     point = default_point(s) if s.search.include_default else None
     points = [point] if point else None
-    if s.search.algorithm == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError as e:
-            raise UserInputError("search.algorithm optuna needs `pip install optuna`") from e
+    if s.search.algorithm == "optuna":  # installed: check_optuna ran first
+        from ray.tune.search.optuna import OptunaSearch
+
         return OptunaSearch(points_to_evaluate=points, seed=s.search.seed)
     return BasicVariantGenerator(points_to_evaluate=points, random_state=s.search.seed,
                                  max_concurrent=max_concurrent)  # fmt: skip
@@ -135,12 +129,12 @@ def _tuner(s: Search, search_dir: Path, resume: bool, callbacks: list):
 def run_search(s: Search, resume: bool = False, restart: bool = False,
                callbacks: list | None = None) -> SearchResult:  # fmt: skip
     """Run (or resume) the search; print and write its summary; export the selected trial."""
-    from shiftray.train.launch import ensure_ray
+    from shiftray.train.launch import ensure_ray, run_dir_for
 
     check_optuna(s)
     t0 = time.perf_counter()
     provenance = _provenance(s)  # the code that runs: taken at the start
-    search_dir = search_dir_for(s)
+    search_dir = run_dir_for(s.spec)  # <output_dir>/<name>, as a run's
     ensure_ray()
     from ray import tune
 
@@ -182,19 +176,12 @@ def _rows(s: Search, grid) -> list[TrialRow]:
 def _provenance(s: Search) -> dict[str, Any]:
     import hashlib
     import platform
-    import subprocess
 
     import ray
+    from shiftray import provenance
     from shiftray.config.load import dump_spec
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True).stdout.strip())  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "", None
-    return {"commit": commit, "dirty": dirty,
+    return {"commit": provenance.commit(), "dirty": provenance.dirty(),
             "spec_sha256": hashlib.sha256(dump_spec(s.spec).encode()).hexdigest(),
             "ray": ray.__version__, "date": time.strftime("%Y-%m-%d"),
             "machine": platform.machine(), "cpus": os.cpu_count(),

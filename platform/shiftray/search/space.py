@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from shiftray.config.load import SpecError, apply_overrides, drop_foreign_options, spec_from_dict
+from shiftray.config.load import SpecError, load_raw, spec_from_dict
 from shiftray.config.schema import JobSpec, uses_source
 from shiftray.config.search import Distribution, SearchSpec
 
@@ -94,11 +93,7 @@ def check_space(raw: dict[str, Any], search: SearchSpec, origin: str) -> None:
 
 
 def load_search(path: str | Path, overrides: list[str] | None = None) -> Search:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"job spec {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    raw = drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
+    raw = load_raw(path, overrides)
     spec = spec_from_dict(raw, str(path))
     if spec.search is None:
         raise SpecError(f"{path} has no search: section; see `shiftray reference` (search)")

@@ -128,10 +128,10 @@ def after_step(run: Run, tracker: Tracker, lr: float) -> None:
         improved = run_evaluation(run)
         record |= run.last_eval.metrics | ({"early_stop": True} if run.stopped else {})
         is_ckpt = is_ckpt or run.stopped or improved
+    elapsed = time.perf_counter() - run.t0  # seconds in this process since set-up
     if record:
-        elapsed = time.perf_counter() - run.t0
         tracker.log(record | {"step": done, "progress": done / run.total, "elapsed_s": elapsed})
-    timing = {"loop_s": time.perf_counter() - run.t0}  # seconds in this process since set-up
+    timing = {"loop_s": elapsed}
     if is_ckpt:
         run.checkpointer.save(run.module, run.optimizer, _state(run), run.spec_yaml, run.labels,
                               timing)  # fmt: skip

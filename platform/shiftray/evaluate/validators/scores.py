@@ -12,10 +12,7 @@ import numpy as np
 import torch
 
 from shiftray.evaluate.validators.base import ValidationData, validator
-
-
-def _entropy_rows(p: torch.Tensor) -> torch.Tensor:
-    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
+from shiftray.methods.layers import entropy as _entropy_rows  # per row: -sum_c p_c log p_c
 
 
 @validator()
@@ -29,7 +26,7 @@ def entropy(d: ValidationData) -> float:
 def im(d: ValidationData) -> float:
     """Information maximisation, H(mean_i p_i) - 1/N sum_i H(p_i): confident and diverse
     (Gomes, Krause, Perona, NeurIPS 2010; SHOT's objective)."""
-    return float(_entropy_rows(d.probs.mean(0)) - _entropy_rows(d.probs).mean())
+    return float(_entropy_rows(d.probs.mean(0, keepdim=True))[0] - _entropy_rows(d.probs).mean())
 
 
 @validator()
@@ -60,17 +57,23 @@ def source_acc(d: ValidationData) -> float:
     return float((d.source_probs.argmax(1) == d.source_labels).double().mean())
 
 
-def density_ratio(source_feats: np.ndarray, target_feats: np.ndarray) -> np.ndarray:
-    """w(x) = p_T(x) / p_S(x) at the source rows, from a logistic-regression domain classifier
-    on standardised features: w = (n_S / n_T) P(T | x) / P(S | x)."""
+def domain_classifier(source: np.ndarray, target: np.ndarray):
+    """A logistic regression on standardised features telling target (1) from source (0)
+    (DEV's density ratio, the run report's proxy A-distance)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = np.concatenate([source_feats, target_feats])
-    y = np.r_[np.zeros(len(source_feats)), np.ones(len(target_feats))]
-    x = StandardScaler().fit_transform(x)
-    clf = LogisticRegression(max_iter=1000).fit(x, y)
-    pt = np.clip(clf.predict_proba(x[: len(source_feats)])[:, 1], 1e-6, 1 - 1e-6)
+    x = np.concatenate([source, target])
+    y = np.r_[np.zeros(len(source)), np.ones(len(target))]
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
+
+
+def density_ratio(source_feats: np.ndarray, target_feats: np.ndarray) -> np.ndarray:
+    """w(x) = p_T(x) / p_S(x) at the source rows, from `domain_classifier`:
+    w = (n_S / n_T) P(T | x) / P(S | x)."""
+    clf = domain_classifier(source_feats, target_feats)
+    pt = np.clip(clf.predict_proba(source_feats)[:, 1], 1e-6, 1 - 1e-6)
     return len(source_feats) / len(target_feats) * pt / (1 - pt)
 
 
