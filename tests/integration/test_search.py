@@ -72,6 +72,34 @@ def test_asha_stops_trials_and_the_next_ones_run(ray_session, tmp_path):
     from shiftray.serving.predictor import Predictor
 
     assert Predictor(best).classes
+    # TensorBoard's HParams view: every trial's event file holds its searched values, and the
+    # experiment lists the validators among its metrics
+    trials = sorted(result.search_dir.glob("run_trial_*/events.out.tfevents.*"))
+    assert len(trials) == 6
+    for f in trials:
+        hparams, metrics = hparams_of(f)
+        assert set(hparams) == set(SPACE) and "ray/tune/validator/im" in metrics
+
+
+def hparams_of(path: Path) -> tuple[dict, list]:
+    """The HParams plugin's session values and metric tags in a TensorBoard event file (read
+    record by record: length, CRC, the Event, CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+
+    data, i, hparams, metrics = path.read_bytes(), 0, {}, []
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i : i + 8])
+        event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+        i += 12 + n + 4
+        for v in event.summary.value:
+            if v.metadata.plugin_data.plugin_name != "hparams":
+                continue
+            content = plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+            hparams |= {k: x.number_value for k, x in content.session_start_info.hparams.items()}
+            metrics += [m.name.tag for m in content.experiment.metric_infos]
+    return hparams, metrics
 
 
 @pytest.mark.timeout(300)
@@ -111,6 +139,56 @@ def test_trials_of_two_ray_train_workers(ray_session, tmp_path):
     assert all("validator/im" in t.metrics and "target_acc" in t.metrics for t in s.trials)
     run = tmp_path / "out/s/trials" / f"s-{s.selected}"
     assert json.loads((run / "result.json").read_text())["step"] == 20
+
+
+@pytest.mark.timeout(400)
+def test_a_trial_whose_worker_dies_retries_from_its_checkpoint(ray_session, tmp_path):
+    """search.max_failures: the trial's process is SIGKILLed at step 25; Tune starts it again
+    and the loop resumes from the step-20 checkpoint the trial had registered."""
+    from shiftray.search.driver import run_search
+    from shiftray.search.space import load_search
+    from shiftray.train.hooks import KillOnce
+
+    path = search_file(
+        tmp_path,
+        {"space": SPACE, "num_samples": 2, "metric": "validator/im", "max_concurrent_trials": 1,
+         "max_failures": 1, "scheduler": {"name": "fifo"}},
+        train__steps=40, train__eval_every=10,
+    )  # fmt: skip
+    marker = tmp_path / "killed"
+    s = run_search(load_search(path), hooks=(KillOnce(step=25, marker=str(marker)),)).summary
+    assert marker.read_text() == "25"  # a trial really died
+    assert len(s.trials) == 2 and all(t.step == 40 for t in s.trials)
+    results = [json.loads(p.read_text()) for p in (tmp_path / "out/s/trials").glob("*/result.json")]
+    assert sorted(r.get("resumed_from") or 0 for r in results) == [0, 20]
+
+
+@pytest.mark.timeout(500)
+def test_pbt_restarts_weak_trials_from_strong_ones(ray_session, tmp_path):
+    """PBT: every trial runs to the end; at each perturbation a bottom trial continues from a
+    top trial's checkpoint (its own earlier checkpoints replaced) with values perturbed inside
+    the space."""
+    from shiftray.search.driver import run_search
+    from shiftray.search.space import load_search
+
+    path = search_file(
+        tmp_path,
+        {"space": SPACE, "num_samples": 4, "metric": "validator/im", "max_concurrent_trials": 2,
+         "scheduler": {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5}},
+        train__steps=80, train__eval_every=10,
+    )  # fmt: skip
+    result = run_search(load_search(path))
+    s = result.summary
+    assert len(s.trials) == 4 and all(t.step == 80 for t in s.trials), [
+        (t.trial_id, t.step, t.metrics.get("iterations_since_restore")) for t in s.trials]
+    exploits = [json.loads(line) for f in result.search_dir.glob("pbt_policy_*.txt")
+                for line in f.read_text().splitlines()]  # fmt: skip
+    assert exploits, "no trial was restarted from another's checkpoint"
+    for t in s.trials:  # perturbed (x0.8 / x1.2) values stay inside the space
+        assert 0.0005 <= t.config["optim.lr"] <= 0.3 and 0.1 <= t.config["method.params.trade_off"] <= 1.0
+    # an exploited trial's run directory continued from the donor's step, not its own lineage
+    runs = [json.loads(p.read_text()) for p in (result.search_dir / "trials").glob("*/result.json")]
+    assert any((r.get("resumed_from") or 0) > 0 for r in runs)
 
 
 def _finished(search_dir: Path) -> dict[str, float]:

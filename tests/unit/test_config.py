@@ -101,13 +101,48 @@ def test_the_workers_of_an_existing_cluster_get_settings_never_secrets(monkeypat
                 "HOME"} & set(got)  # fmt: skip
 
 
-def test_placeholders_follow_the_spec_s_own_domains():
-    """A SHOT job's source run named from its own domains: a pair override moves it along."""
+def test_placeholders_follow_the_spec_s_own_domains(tmp_path, monkeypatch):
+    """A SHOT job's source run named from its own domains: a pair override moves it along. A
+    relative run path is made absolute where the command runs (`shiftray -C DIR`), so Ray
+    workers, whose working directory differs, find it."""
+    monkeypatch.chdir(tmp_path)
     spec = load_spec(ROOT / "jobs/amazon/shot.yaml", ["data.source=kitchen", "data.target=dvd"])
-    assert spec.method.params["source_checkpoint"] == "runs/amazon-source-kitchen"
+    assert spec.method.params["source_checkpoint"] == str(tmp_path / "runs/amazon-source-kitchen")
     distill = load_spec(ROOT / "jobs/digits/mnist-usps-distill.yaml",
                         ["data.source=usps", "data.target=mnist"])  # fmt: skip
-    assert distill.method.params["teacher"] == "runs/usps-mnist-dann"
+    assert distill.method.params["teacher"] == str(tmp_path / "runs/usps-mnist-dann")
+    from shiftray.config.load import absolute_paths
+
+    raw = {"data": {"options": {"path": "d.csv", "root": "~/images"}},
+           "method": {"params": {"teacher": "s3://bucket/t", "source_checkpoint": "/abs/run"}}}  # fmt: skip
+    assert absolute_paths(raw) == {
+        "data": {"options": {"path": str(tmp_path / "d.csv"), "root": "~/images"}},
+        "method": {"params": {"teacher": "s3://bucket/t", "source_checkpoint": "/abs/run"}}}
     assert load_spec(ROOT / "jobs/digits/usps-mnist-dann.yaml").name == "usps-mnist-dann"
     with pytest.raises(SpecError, match=r"name: unknown placeholder \{data.sorce\}"):
         load_spec(ROOT / "jobs/amazon/shot.yaml", ["name=x-{data.sorce}"])
+
+
+def test_base_spec_merges_and_reports_cycles(tmp_path):
+    """A spec with ``base:`` merges its sections over the base's (mappings key by key, lists
+    replaced); a missing base and a cycle are errors naming the files."""
+    from shiftray.config.load import SpecError, load_raw
+
+    (tmp_path / "job.yaml").write_text(
+        "name: j\ndata: {benchmark: amazon, source: books, target: dvd}\n"
+        "method: {name: dann, params: {trade_off: 1.0, disc_hidden: [50]}}\n"
+    )
+    (tmp_path / "s.yaml").write_text(
+        "base: job.yaml\ndata: {target: kitchen}\nmethod: {params: {disc_hidden: [8, 8]}}\n"
+    )
+    raw = load_raw(tmp_path / "s.yaml", ["method.params.trade_off=0.5"])
+    assert raw["data"] == {"benchmark": "amazon", "source": "books", "target": "kitchen"}
+    assert raw["method"] == {"name": "dann", "params": {"trade_off": 0.5, "disc_hidden": [8, 8]}}
+    assert "base" not in raw
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(SpecError, match="extends itself"):
+        load_raw(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(SpecError, match=r"nowhere.yaml does not exist \(the base of"):
+        load_raw(tmp_path / "c.yaml")

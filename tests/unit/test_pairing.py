@@ -27,7 +27,8 @@ def test_target_labels_never_reach_the_batch():
     pairing = Pairing(src, tgt, 8, seed=0)
     assert not hasattr(pairing.target, "y")  # ...dropped at the pairing layer: no label slot
     batch = pairing.batch(3)
-    assert set(vars(batch)) == {"x_s", "y_s", "x_t", "x_t_strong", "idx_t"}
+    assert set(vars(batch)) == {"x_s", "y_s", "x_t", "x_t_strong", "idx_t", "x_l", "y_l", "y_aux"}
+    assert batch.x_l is None and batch.y_l is None and batch.y_aux is None  # only when asked for
     assert batch.x_t.shape == (8, 3) and float(batch.x_t.min()) == 1.0
 
 

@@ -112,3 +112,25 @@ def test_list_valued_choices_are_sampled_by_index(tmp_path):
     assert param_space(s.search)["method.params.disc_hidden"].categories == [0, 1, 2]
     assert default_point(s) == {"method.params.disc_hidden": 1}  # the spec's [16]
     assert decode({"method.params.disc_hidden": 2}, s.indexed) == {"method.params.disc_hidden": [16, 16]}
+
+
+def test_pbt_is_checked_before_ray_and_stays_inside_the_space(tmp_path):
+    from shiftray.search.space import pbt_mutations, within_space
+
+    pbt = {"name": "pbt", "perturbation_interval": 20}
+    with pytest.raises(SpecError, match="scheduler pbt draws its own trials: use algorithm random"):
+        load_search(write(tmp_path, {"space": SPACE, "scheduler": pbt, "algorithm": "optuna"}))
+    grid = {**SPACE, "optim.lr": {"grid": [0.01, 0.1]}}
+    with pytest.raises(SpecError, match="pbt perturbs values: use choice instead of grid"):
+        load_search(write(tmp_path, {"space": grid, "scheduler": pbt}))
+    with pytest.raises(SpecError, match="one-worker trials"):
+        load_search(write(tmp_path, {"space": SPACE, "scheduler": pbt}, resources={"num_workers": 2}))
+    space = {**SPACE, "method.params.disc_hidden": {"choice": [[8], [16, 16]]},
+             "train.batch_size": {"randint": [16, 65]}}  # fmt: skip
+    s = load_search(write(tmp_path, {"space": space, "scheduler": pbt}))
+    mutations = pbt_mutations(s.search)
+    assert mutations["method.params.disc_hidden"] == [0, 1]  # a list: explore shifts the index
+    assert mutations["optim.lr"].lower == 0.001  # a range: explore multiplies (x0.8, x1.2)
+    clip = within_space(s.search)
+    assert clip({"optim.lr": 0.12, "method.params.trade_off": 0.05, "train.batch_size": 77}) == {
+        "optim.lr": 0.1, "method.params.trade_off": 0.1, "train.batch_size": 64}

@@ -127,16 +127,67 @@ def spec_from_dict(raw: dict[str, Any], origin: str = "<dict>") -> JobSpec:
         raise SpecError(_format(e, origin)) from None
 
 
-def load_raw(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """A job spec file with its overrides applied, before validation."""
-    path = Path(path)
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One spec file as a dict. A top-level ``base: OTHER.yaml`` (relative to the file) names a
+    job spec this one extends: the file's own sections merge over the base's, so a search spec
+    holds only what it adds (``search:``, held-out source rows) and follows the shipped job."""
     if not path.is_file():
-        raise SpecError(f"job spec {path} does not exist")
+        raise SpecError(f"job spec {path} does not exist" + (f" (the base of {seen[-1]})" if seen else ""))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise SpecError(f"job spec {path} is not valid YAML: {e}") from None
-    return drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str):
+        raise SpecError(f"invalid job spec {path}:\n  base: a path to a job spec file (got {base!r})")
+    target = (path.parent / base).resolve()
+    if target in seen or target == path.resolve():
+        raise SpecError(f"invalid job spec {path}:\n  base: {base} extends itself")
+    return merge(read_file(target, (*seen, path.resolve())), raw)
+
+
+# spec fields naming files or run directories: read on Ray Train workers or Tune trials too,
+# whose working directory is not the one the command was started in
+PATH_FIELDS = (("method", "params", "source_checkpoint"), ("method", "params", "teacher"),
+               ("data", "options", "path"), ("data", "options", "root"))  # fmt: skip
+
+
+def absolute_paths(raw: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """The PATH_FIELDS that are relative paths, made absolute against ``base`` (default: this
+    process's working directory, which ``shiftray -C DIR`` sets): a worker resolves them where
+    the user meant."""
+    for *parents, leaf in PATH_FIELDS:
+        node: Any = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if isinstance(value, str) and value.startswith("zeroshot:"):  # a folder or a hub name
+            name = value.removeprefix("zeroshot:")
+            if name and not name.startswith(("/", "~")) and ((base or Path.cwd()) / name).is_dir():
+                node[leaf] = f"zeroshot:{(base or Path.cwd()) / name}"
+        elif isinstance(value, str) and value and "://" not in value and not value.startswith(("/", "~")):
+            node[leaf] = str((base or Path.cwd()) / value)
+    return raw
+
+
+def load_raw(path: str | Path, overrides: list[str] | None = None,
+             paths_from: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """A job spec file (its ``base`` merged in) with its overrides applied and its relative
+    file paths made absolute (`absolute_paths`, against ``paths_from`` or the working
+    directory), before validation."""
+    raw = read_file(Path(path))
+    merged = drop_foreign_options(raw, apply_overrides(raw, overrides or []), overrides or [])
+    return absolute_paths(merged, paths_from)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:

@@ -45,6 +45,16 @@ class StreamSpec(Strict):
     decode_threads: int = Field(4, ge=1, description="CPU threads decoding images per worker")
 
 
+class LabelWeight(Strict):
+    """A weight that moves linearly with training progress p: start + (end - start) p."""
+
+    start: float = Field(1.0, ge=0.0, description="the weight at p = 0")
+    end: float = Field(1.0, ge=0.0, description="the weight at p = 1")
+
+    def at(self, progress: float) -> float:
+        return self.start + (self.end - self.start) * progress
+
+
 class DataSpec(Strict):
     """Which domains to adapt between."""
 
@@ -63,6 +73,16 @@ class DataSpec(Strict):
         "source and target training rows and saved with the checkpoint",
     )
     stream: StreamSpec = Field(default_factory=StreamSpec)
+    target_labels_per_class: int = Field(
+        0, ge=0, description="semi-supervised DA: k labelled target training examples per class "
+        "train as a third stream (evaluation excludes them); 0 = unsupervised",
+    )
+    target_labels_seed: int = Field(0, description="which k examples per class are labelled")
+    target_label_weight: LabelWeight = Field(
+        default_factory=LabelWeight,
+        description="weight of the labelled-target loss beside the source's (1), moving with "
+        "progress: start 0, end 1 shifts the labelled signal from the source to the target",
+    )
 
     @field_validator("benchmark")
     @classmethod
@@ -97,7 +117,11 @@ class DataSpec(Strict):
 class ModelSpec(Strict):
     """Backbone + bottleneck + classifier."""
 
-    backbone: str = Field("lenet", description="registered backbone or timm/<name>")
+    backbone: str = Field(
+        "lenet",
+        description="registered backbone, timm/<name>, hf/<hub name or folder> (text), or "
+        "clip/<hub name or folder> (CLIP's image tower)",
+    )
     pretrained: bool | str = Field(
         False,
         description="false, true (hub), imagenet-package (weights from a pip package), or a file",
@@ -115,6 +139,8 @@ class ModelSpec(Strict):
     def _known_backbone(cls, v: str) -> str:
         if v.startswith("timm/"):
             check_timm_name(v.removeprefix("timm/"))
+            return v
+        if v.startswith(("hf/", "clip/")) and "/" in v.rstrip("/"):  # a hub name or folder: checked when loaded
             return v
         return BACKBONES.check(v)
 
@@ -209,6 +235,20 @@ class EarlyStoppingSpec(Strict):
     )
 
 
+class LoraSpec(Strict):
+    """LoRA adapters (Hu et al., ICLR 2022) on the backbone's linear layers, through peft: the
+    backbone stays frozen, y = W x + (alpha / rank) B A x trains (A, B and the new layers)."""
+
+    rank: int = Field(8, ge=1, description="r: the update's rank")
+    alpha: float = Field(16.0, gt=0.0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapters' input")
+    target_modules: list[str] | None = Field(
+        None,
+        description="linear-layer name suffixes to adapt (default: the attention projections, "
+        "qkv in timm ViTs, query/value in BERT-style encoders)",
+    )
+
+
 class FinetuneSpec(Strict):
     """How the pre-trained backbone is transferred.
 
@@ -244,6 +284,9 @@ class FinetuneSpec(Strict):
         None, description="stop when a metric stops improving; the best step's model is kept"
     )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    lora: LoraSpec | None = Field(
+        None, description="LoRA adapters on a frozen pre-trained backbone (checkpoints hold them only)"
+    )
 
     @model_validator(mode="after")
     def _stages_ordered(self) -> FinetuneSpec:
@@ -411,6 +454,21 @@ class TrackingSpec(Strict):
         return v
 
 
+class TaskSpec(Strict):
+    """One task on the shared backbone. The first task of ``tasks`` is the primary one: its
+    labels are the dataset's, and the adaptation method, evaluation (``target_acc``) and serving
+    use its head. Every other task gets its own head on the shared features, trains on the
+    labelled source rows' ``label`` column, and is reported as ``task/<name>/target_acc``."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_\-]+$", description="the task's name in metrics")
+    label: str | None = Field(
+        None, description="its label column (table reader); the primary task: the dataset's label"
+    )
+    weight: float = Field(1.0, ge=0.0, description="fixed loss weight (the primary's is 1)")
+    loss: Literal["ce"] = Field("ce", description="cross-entropy on the task's classes")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 class JobSpec(Strict):
     name: str = Field(
         ...,
@@ -428,6 +486,19 @@ class JobSpec(Strict):
     search: SearchSpec | None = Field(
         None, description="what `shiftray tune` varies and selects on (`shiftray run` ignores it)"
     )
+    tasks: list[TaskSpec] = Field(
+        default_factory=list,
+        description="multi-task learning: the first is the primary task, the rest are extra heads",
+    )
+    task_weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed",
+        description="extra tasks' losses: x weight, or learned homoscedastic uncertainty "
+        "exp(-s) L + s/2 (Kendall et al., CVPR 2018)",
+    )
+
+    def _require_source(self, what: str) -> None:
+        if not uses_source(self.method.name):
+            raise ValueError(f"{what}, which method {self.method.name!r} never reads (source-free)")
 
     @model_validator(mode="after")
     def _source_val_needed(self) -> JobSpec:
@@ -455,11 +526,7 @@ class JobSpec(Strict):
                     f"train.validators: {name!r} scores held-out labelled source rows and needs "
                     "data.source_val_fraction > 0"
                 )
-            if not uses_source(self.method.name):
-                raise ValueError(
-                    f"train.validators: {name!r} reads the source, which method "
-                    f"{self.method.name!r} never does (source-free)"
-                )
+            self._require_source(f"train.validators: {name!r} reads the source")
         return self
 
     @model_validator(mode="after")
@@ -477,10 +544,63 @@ class JobSpec(Strict):
                 "data.source_val_fraction needs the in-memory path (data.stream.enabled: false); "
                 "write a held-out source split as its own domain instead"
             )
+        if self.data.target_labels_per_class > 0:
+            raise ValueError(
+                "data.target_labels_per_class needs the in-memory path (data.stream.enabled: false)"
+            )
         if needs_whole_target(self.method.name):
             raise ValueError(
                 f"method {self.method.name!r} keeps per-example state over the whole target set "
                 "and needs data.stream.enabled: false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tasks(self) -> JobSpec:
+        if not self.tasks:
+            return self
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks: names must differ (got {names})")
+        if self.tasks[0].weight != 1.0:
+            raise ValueError("tasks[0] is the primary task: its loss is the method's, weight 1")
+        if missing := [t.name for t in self.tasks[1:] if not t.label]:
+            raise ValueError(f"tasks: {missing} need a label column (tasks[].label)")
+        if self.data.stream.enabled:
+            raise ValueError("tasks: extra tasks need the in-memory path (data.stream.enabled: false)")
+        self._require_source("tasks: extra tasks train on labelled source rows")
+        return self
+
+    @model_validator(mode="after")
+    def _text_inputs(self) -> JobSpec:
+        if not self.model.backbone.startswith("hf/"):
+            return self
+        if self.data.normalize != "none":
+            raise ValueError("data.normalize transforms feature vectors; a text backbone reads token ids")
+        if "mixval" in self.train.validators:
+            raise ValueError(
+                "train.validators: mixval mixes inputs, and token ids do not mix; drop it for text"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lora_has_a_base(self) -> JobSpec:
+        if self.finetune.lora is None:
+            return self
+        if self.model.pretrained is False:
+            raise ValueError(
+                "finetune.lora adapts pre-trained weights, which its checkpoints name but do not "
+                "hold: set model.pretrained (true, imagenet-package or a file)"
+            )
+        if self.method.name == "shot":
+            raise ValueError(
+                "finetune.lora with method shot: SHOT starts from a whole source model; train "
+                "the SHOT job without finetune.lora (its source run may use LoRA)"
+            )
+        if self.finetune.strategy == "feature-extraction":
+            raise ValueError(
+                "finetune.lora trains adapters inside the backbone; use finetune.strategy "
+                "fine-tune or gradual-unfreeze (feature-extraction trains none of it)"
             )
         return self
 

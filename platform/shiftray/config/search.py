@@ -83,16 +83,29 @@ _ARGS = {"uniform": "low, high", "loguniform": "low, high", "quniform": "low, hi
 
 
 class SchedulerSpec(BaseModel):
-    """How trials are stopped: ASHA (asynchronous successive halving, Li et al. 2020) on the
-    training step, or FIFO (every trial runs to the end)."""
+    """How trials are scheduled: ASHA (asynchronous successive halving, Li et al. 2020) stops
+    weak trials early, FIFO runs every trial to the end, PBT (population-based training,
+    Jaderberg et al. 2017) runs them all to the end but, every ``perturbation_interval`` steps,
+    restarts a trial in the bottom ``quantile_fraction`` (by the search metric: label-free)
+    from a top trial's checkpoint, with that trial's values perturbed (x0.8 or x1.2, a
+    neighbouring choice) or, with ``resample_probability``, drawn afresh from the space."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["asha", "fifo"] = Field("asha", description="trial scheduler")
+    name: Literal["asha", "fifo", "pbt"] = Field("asha", description="trial scheduler")
     grace_period: int | None = Field(
         None, ge=1, description="ASHA: steps before a trial can be stopped (default: eval_every)"
     )
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep 1/this at each rung")
+    perturbation_interval: int | None = Field(
+        None, ge=1, description="PBT: steps between exploit/explore (default: 2 x eval_every)"
+    )
+    quantile_fraction: float = Field(
+        0.25, gt=0.0, le=0.5, description="PBT: the bottom fraction that copies the top one"
+    )
+    resample_probability: float = Field(
+        0.25, ge=0.0, le=1.0, description="PBT: chance a value is redrawn rather than perturbed"
+    )
 
 
 class SearchSpec(BaseModel):
@@ -159,4 +172,9 @@ class SearchSpec(BaseModel):
     def _optuna_no_grid(self) -> SearchSpec:
         if self.algorithm == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             raise ValueError("algorithm optuna samples: use choice instead of grid")
+        if self.scheduler.name == "pbt":
+            if self.algorithm != "random":
+                raise ValueError("scheduler pbt draws its own trials: use algorithm random")
+            if any(d.kind == "grid" for d in self.space.values()):
+                raise ValueError("scheduler pbt perturbs values: use choice instead of grid")
         return self

@@ -18,9 +18,17 @@ class DomainArrays:
     y: np.ndarray | None
     domain: str = ""
     split: str = ""
+    tasks: dict[str, np.ndarray] | None = None  # multi-task: the extra tasks' labels, by name
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def rows(self, idx: np.ndarray, split: str | None = None) -> DomainArrays:
+        """These rows (indices or a mask), labels and task labels alike."""
+        x = self.x[idx] if isinstance(self.x, np.ndarray) else self.x.take(idx)  # EncodedImages
+        tasks = None if self.tasks is None else {k: v[idx] for k, v in self.tasks.items()}
+        y = None if self.y is None else self.y[idx]
+        return DomainArrays(x, y, self.domain, self.split if split is None else split, tasks)
 
     def without_labels(self) -> UnlabelledArrays:
         return UnlabelledArrays(self.x, self.domain, self.split)
@@ -55,6 +63,8 @@ class DomainData:
     source_val: DomainArrays | None = None
     stream: Any = None
     normalization: Any = None  # data.normalize fitted on the training rows (data.normalize)
+    target_labelled: DomainArrays | None = None  # semi-supervised: k labelled target rows/class
+    task_classes: dict[str, list[str]] | None = None  # multi-task: each extra task's classes
 
     def __post_init__(self) -> None:
         if isinstance(self.target, DomainArrays):  # the guarantee: no target label gets past

@@ -8,6 +8,10 @@ reproducible and a resumed run sees the very same views.
   (Cubuk et al. 2020, torchvision's ops, per example) + Cutout (DeVries & Taylor 2017).
 - vectors (N, D): *weak* = Gaussian noise of ``noise`` x each feature's batch std;
   *strong* = weak noise x 2 + feature dropout with rate ``dropout``.
+- token ids (N, L) of a text backbone: *weak* = the text itself; *strong* = random deletion of
+  each token with rate ``dropout`` and one swap of neighbouring tokens per text (the EDA
+  operations, Wei & Zou, EMNLP 2019), the first token ([CLS]) and the last real one ([SEP])
+  kept, the survivors moved left and the tail padded.
 """
 
 from __future__ import annotations
@@ -84,10 +88,36 @@ def vector_augment(noise: float = 0.1, dropout: float = 0.0) -> Augment:
     return apply
 
 
-def build_augment(kind: str, input_shape: tuple[int, ...], spec) -> Augment | None:
-    """``kind`` is 'weak' or 'strong'; ``spec`` an AugmentSpec. None when augmentation is off."""
+def token_augment(pad: int, drop: float) -> Augment:
+    def apply(ids: torch.Tensor) -> torch.Tensor:
+        n, length = ids.shape
+        real = ids != pad
+        last = (real.sum(1) - 1).clamp_min(0)
+        pos = torch.arange(length).expand(n, length)
+        ends = (pos == 0) | (pos == last[:, None])
+        keep = real & (ends | (torch.rand(n, length) >= drop))
+        # one swap per text of a random pair (i, i+1) strictly inside (first, last)
+        i = 1 + (torch.rand(n) * (last - 2).clamp_min(0)).long()
+        can = last >= 3
+        rows = torch.arange(n)[can]
+        a, b = ids[rows, i[can]].clone(), ids[rows, i[can] + 1].clone()
+        ids = ids.clone()
+        ids[rows, i[can]], ids[rows, i[can] + 1] = b, a
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices  # kept first
+        out = ids.gather(1, order)
+        return out.masked_fill(~keep.gather(1, order), pad)
+
+    return apply
+
+
+def build_augment(kind: str, input_shape: tuple[int, ...], spec, pad: int | None = None
+                  ) -> Augment | None:  # fmt: skip
+    """``kind`` is 'weak' or 'strong'; ``spec`` an AugmentSpec; ``pad``: the pad id when the
+    inputs are token ids (a text backbone). None when augmentation is off."""
     if not spec.enabled:
         return None
+    if pad is not None:
+        return token_augment(pad, spec.dropout) if kind == "strong" else None
     if len(input_shape) == 3:
         return image_augment(
             spec.shift, spec.flip, strong=kind == "strong", ops=spec.randaugment_ops,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from shiftray.data.arrays import DomainData
+from shiftray.data.arrays import DomainArrays, DomainData
 from shiftray.evaluate.metrics import evaluate
 from shiftray.evaluate.validators import run_validators, unsupervised_scores
 
@@ -31,6 +31,22 @@ class Evaluation:
     @classmethod
     def restore(cls, metrics: dict[str, float], detail: dict | None) -> Evaluation:
         return cls(dict(metrics), **(detail or {}))
+
+
+def task_accuracies(model, test: DomainArrays, args: tuple) -> dict[str, float]:
+    """A multi-task model's extra tasks on the target test rows that carry their labels:
+    ``task/<name>/target_acc`` (the primary task is ``target_acc``)."""
+    from shiftray.models.build import TaskView
+
+    base = getattr(model, "module", model)  # DDP wraps it
+    out: dict[str, float] = {}
+    for name, y in (test.tasks or {}).items():
+        if name not in getattr(base, "task_heads", {}) or not (y >= 0).any():
+            continue
+        rows = test.rows(y >= 0)
+        rows = DomainArrays(rows.x, rows.tasks[name], test.domain, test.split)
+        out[f"task/{name}/target_acc"] = evaluate(TaskView(base, name), rows, *args).accuracy
+    return out
 
 
 def evaluate_all(
@@ -53,6 +69,7 @@ def evaluate_all(
         out.per_class, out.predicted, out.actual = res.per_class, res.predicted, res.actual
     if data.source_val is not None:
         out.metrics["source_val_acc"] = evaluate(model, data.source_val, *args).accuracy
+    out.metrics |= task_accuracies(model, data.target_test, args)
     unlabelled = data.target if len(data.target) else data.target_test.without_labels()
     if label_free or data.target_test.y is None:  # no target labels: the label-free scores
         out.metrics |= unsupervised_scores(model, unlabelled, *args)

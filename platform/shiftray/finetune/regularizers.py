@@ -22,7 +22,7 @@ class L2SP(nn.Module):
     ):
         super().__init__()
         self.alpha, self.beta = alpha, beta
-        self.params = [p for p in backbone.parameters()]
+        self.params = [p for p in backbone.parameters() if p.requires_grad]  # not a LoRA base
         self.start = [p.detach().clone() for p in self.params]  # not a buffer: not checkpointed
         self.new = new_layers
 

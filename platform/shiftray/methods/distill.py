@@ -7,7 +7,9 @@ source and target):
     L = (1 - alpha) CE(z_s, y_s) + alpha T^2 KL( softmax(z'/T) || softmax(z/T) )
 
 The T^2 factor keeps the soft term's gradients on the scale of the hard one. The teacher is
-any shiftray checkpoint (built from its own spec.yaml), frozen.
+any shiftray checkpoint (built from its own spec.yaml), frozen, or ``zeroshot:<CLIP name or
+folder>``: CLIP's zero-shot classifier of the job's class names
+(`shiftray.models.zeroshot.ZeroShotTeacher`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Ten
     )
 
 
+def _zero_shot_teacher(name: str, info):
+    from shiftray.models.zeroshot import ZeroShotCLIP, ZeroShotTeacher
+
+    if info.job is None:
+        raise UserInputError("method.params.teacher zeroshot:... needs the job's class names")
+    try:
+        return ZeroShotTeacher(ZeroShotCLIP.from_pretrained(name, info.job.classes))
+    except OSError as e:
+        raise UserInputError(f"method.params.teacher zeroshot:{name}: cannot load it ({e})") from None
+
+
 class Distill(AdaptationMethod):
     """Soft-target distillation (Hinton et al. 2015) from a frozen teacher checkpoint."""
 
@@ -38,6 +51,10 @@ class Distill(AdaptationMethod):
 
     def __init__(self, params: DistillParams, info) -> None:
         super().__init__(params, info)
+        if params.teacher.startswith("zeroshot:"):  # CLIP, zero-shot on the job's class names
+            self.teacher = _zero_shot_teacher(params.teacher.removeprefix("zeroshot:"), info)
+            frozen(self.teacher)
+            return
         if info.job is not None:  # a teacher of this job's domains and classes
             fields = ("benchmark", "source", "target", "classes")
             check_identity(

@@ -94,7 +94,11 @@ class SHOTParams(MethodParams):
 
 
 class DistillParams(MethodParams):
-    teacher: str = Field(..., description="teacher run or checkpoint directory")
+    teacher: str = Field(
+        ...,
+        description="teacher run or checkpoint directory, or zeroshot:<CLIP hub name or folder> "
+        "(CLIP zero-shot on the job's class names)",
+    )
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the soft (teacher) term")
     inputs: Literal["target", "both"] = "both"

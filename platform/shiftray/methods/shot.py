@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from shiftray.methods.base import AdaptationMethod, StepOutput
 from shiftray.methods.layers import entropy
 from shiftray.methods.params import SHOTParams  # torch-free
-from shiftray.models.load import check_identity, resolve_checkpoint
+from shiftray.models.load import check_identity, load_trained_model, resolve_checkpoint
 
 
 @torch.no_grad()
@@ -58,13 +58,12 @@ class SHOT(AdaptationMethod):
 
     def setup(self, model):
         if self.params.source_checkpoint:
-            from safetensors.torch import load_file
-
             ckpt = resolve_checkpoint(self.params.source_checkpoint)
             if self.info.job is not None:  # the source model of this job's source domain
                 fields = ("benchmark", "source", "classes", "backbone", "normalize")
                 check_identity(ckpt, self.info.job, fields, "method.params.source_checkpoint")
-            model.load_state_dict(load_file(ckpt / "model.safetensors"))
+            source, _ = load_trained_model(ckpt)  # LoRA adapters folded in: plain names
+            model.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("task_")})
 
     def lr_scales(self):
         return {"head": 0.0}  # the source hypothesis stays fixed

@@ -124,6 +124,14 @@ def timm_backbone(name: str, input_shape, pretrained: bool | str = False, **kwar
 
 
 def build_backbone(name: str, input_shape, pretrained: bool | str, kwargs: dict) -> Backbone:
+    if name.startswith("clip/"):
+        from shiftray.models.zeroshot import clip_backbone
+
+        return clip_backbone(name.removeprefix("clip/"), input_shape, pretrained, **kwargs)
+    if name.startswith("hf/"):
+        from shiftray.models.text import hf_backbone
+
+        return hf_backbone(name.removeprefix("hf/"), input_shape, pretrained, **kwargs)
     if name.startswith("timm/"):
         return timm_backbone(name.removeprefix("timm/"), input_shape, pretrained, **kwargs)
     try:

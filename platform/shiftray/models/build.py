@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shiftray.config.schema import ModelSpec
+from shiftray.config.schema import LoraSpec, ModelSpec
+from shiftray.errors import UserInputError
+from shiftray.finetune.lora import (
+    adapter_groups,
+    add_lora,
+    base_fingerprint,
+    is_adapter,
+    merged_state,
+)
 from shiftray.layout import as_format
 from shiftray.models.backbones import build_backbone
 from shiftray.models.heads import bottleneck, classifier
@@ -22,9 +30,11 @@ class AdaptModel(nn.Module):
 
     def __init__(
         self, spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
-        normalize: str = "none",
+        normalize: str = "none", lora: LoraSpec | None = None,
+        tasks: dict[str, int] | None = None, task_uncertainty: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.spec, self.lora = spec, lora
         self.normalize = normalize
         if normalize == "zscore":  # fitted on the training data (set_normalization), saved
             self.register_buffer("norm_mean", torch.zeros(input_shape))
@@ -32,6 +42,9 @@ class AdaptModel(nn.Module):
         bb = build_backbone(spec.backbone, input_shape, spec.pretrained, spec.backbone_kwargs)
         self.backbone = bb.module
         self.layer_groups = bb.layer_groups
+        if lora is not None:  # the base freezes; its groups now hold the adapters only
+            add_lora(self.backbone, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+            self.layer_groups = adapter_groups(bb.layer_groups, self.backbone)
         self.frozen_backbone = False  # feature extraction: backbone in eval mode, no gradients
         self.cached = False  # inputs are already backbone features (cached feature extraction)
         self.channels_last = False  # image inputs reach the backbone in NHWC (set with the weights)
@@ -48,6 +61,15 @@ class AdaptModel(nn.Module):
             self.bottleneck = nn.Identity()
             self.feature_dim = bb.out_dim
         self.head = classifier(self.feature_dim, num_classes, spec.head_dropout)
+        # multi-task: one head per extra task on the shared features (the primary is ``head``)
+        self.task_heads = nn.ModuleDict(
+            {n: classifier(self.feature_dim, k, spec.head_dropout) for n, k in (tasks or {}).items()}
+        )
+        if task_uncertainty and tasks:  # s_t = log sigma_t^2 (Kendall et al. 2018), learned
+            self.task_log_vars = nn.Parameter(torch.zeros(len(tasks)))
+        else:
+            self.task_log_vars = None
+        self.tasks, self.task_uncertainty = dict(tasks or {}), task_uncertainty
         self.num_classes = num_classes
         self.input_shape = tuple(input_shape)
 
@@ -97,7 +119,8 @@ class AdaptModel(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by role, for per-group learning rates: backbone layer groups from the
         input up (``backbone.0`` is the stem), then the new bottleneck and head."""
-        named = dict(self.backbone.named_parameters())
+        named = {n: p for n, p in self.backbone.named_parameters()
+                 if self.lora is None or is_adapter(n)}  # fmt: skip
         groups: dict[str, list[nn.Parameter]] = {}
         seen: set[str] = set()
         for i, names in enumerate(self.layer_groups):
@@ -108,11 +131,96 @@ class AdaptModel(nn.Module):
             key = f"backbone.{max(len(self.layer_groups) - 1, 0)}"
             groups[key] = groups.get(key, []) + rest
         groups["bottleneck"] = list(self.bottleneck.parameters())
-        groups["head"] = list(self.head.parameters())
+        groups["head"] = list(self.head.parameters()) + list(self.task_heads.parameters())
+        if self.task_log_vars is not None:
+            groups["head"].append(self.task_log_vars)
         return groups
+
+    # --- checkpoints: with LoRA they hold the adapters and new layers, not the frozen base ---
+
+    def _base_keys(self) -> set[str]:
+        if self.lora is None:
+            return set()
+        # the frozen base *parameters*; buffers (BatchNorm statistics) still move and are saved
+        return {f"backbone.{k}" for k, _ in self.backbone.named_parameters() if not is_adapter(k)}
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """What model.safetensors holds: the whole state, less a LoRA model's frozen base."""
+        base = self._base_keys()
+        return {k: v for k, v in self.state_dict().items() if k not in base}
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """model.safetensors' metadata: a LoRA model names its base by fingerprint."""
+        if self.lora is None:
+            return {}
+        if getattr(self, "_base_sha", None) is None:  # the base is frozen: hash it once
+            self._base_sha = base_fingerprint(self.backbone)
+        return {"lora_base_sha256": self._base_sha}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], metadata: dict | None = None,
+                              where: str = "checkpoint") -> None:  # fmt: skip
+        """Load `checkpoint_state`'s tensors. A LoRA model's base comes from ``model.pretrained``
+        (built already); a checkpoint whose base fingerprint differs is refused."""
+        if self.lora is None:
+            self.load_state_dict(state)
+            return
+        want = (metadata or {}).get("lora_base_sha256")
+        have = self.checkpoint_metadata()["lora_base_sha256"]
+        if want is not None and want != have:
+            raise UserInputError(
+                f"{where}: its LoRA adapters were trained on other base weights than "
+                f"model.backbone={self.spec.backbone!r} with model.pretrained={self.spec.pretrained!r} "
+                f"gives here (sha256 {want[:12]} vs {have[:12]}); point them at the weights it was "
+                "trained from"
+            )
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        bad = sorted(set(missing) - self._base_keys()) + sorted(unexpected)
+        if bad:
+            raise ValueError(f"{where}: tensors missing or unexpected: {bad[:5]}")
+
+    def merged(self) -> AdaptModel:
+        """A plain model (no peft) with each LoRA update folded into its base weight; the same
+        predictions (`shiftray.finetune.lora.merged_state`). Without LoRA: self."""
+        if self.lora is None:
+            return self
+        plain = AdaptModel(self.spec.model_copy(update={"pretrained": False}), self.input_shape,
+                           self.num_classes, self.normalize, None, self.tasks,
+                           self.task_uncertainty)  # fmt: skip
+        own = self.state_dict()
+        state = {k: v for k, v in own.items() if not k.startswith("backbone.")}
+        state |= {f"backbone.{k}": v for k, v in merged_state(self.backbone).items()}
+        plain.load_state_dict(state)
+        plain.channels_last, plain.cached = self.channels_last, self.cached
+        return plain.to(next(self.parameters()).device).train(self.training)
 
 
 def build_model(
-    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, normalize: str = "none"
-) -> AdaptModel:
-    return AdaptModel(spec, tuple(input_shape), num_classes, normalize)
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, normalize: str = "none",
+    lora: LoraSpec | None = None, tasks: dict[str, int] | None = None,
+    task_uncertainty: bool = False,
+) -> AdaptModel:  # fmt: skip
+    return AdaptModel(spec, tuple(input_shape), num_classes, normalize, lora, tasks, task_uncertainty)
+
+
+class TaskView(nn.Module):
+    """One extra task of a multi-task model, seen as a classifier (for evaluation)."""
+
+    def __init__(self, model: AdaptModel, name: str) -> None:
+        super().__init__()
+        self.model, self.name = model, name
+        self.num_classes = model.tasks[name]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model(x)[1]
+        return self.model.task_heads[self.name](features), features
+
+
+def job_model(spec, input_shape, num_classes: int, task_classes: dict | None = None,
+              pretrained: bool = True) -> AdaptModel:  # fmt: skip
+    """The model a job spec builds (``pretrained=False``: the architecture only, for loading a
+    checkpoint; a LoRA model still needs its base weights)."""
+    lora = spec.finetune.lora
+    model_spec = spec.model if pretrained or lora else spec.model.model_copy(update={"pretrained": False})
+    tasks = {n: len(c) for n, c in (task_classes or {}).items()} or None
+    return build_model(model_spec, input_shape, num_classes, spec.data.normalize, lora, tasks,
+                       spec.task_weighting == "uncertainty")  # fmt: skip

@@ -94,20 +94,30 @@ def check_identity(
     return found
 
 
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+def read_weights(ckpt: Path, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """model.safetensors' tensors and metadata (a LoRA checkpoint's base fingerprint)."""
+    from safetensors import safe_open
+
+    path = Path(ckpt) / "model.safetensors"
+    with safe_open(path, framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+    return load_file(path, device=str(device)), metadata
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu", merge: bool = True):
     """Build the AdaptModel a checkpoint was trained with and load its weights (for inference,
-    teachers and serving). Returns the model in eval mode and its labels.json."""
+    teachers and serving). Returns the model in eval mode and its labels.json. A LoRA run's
+    base is rebuilt from its ``model.pretrained`` (checked against the checkpoint's
+    fingerprint); ``merge`` folds the adapters in (a plain model, the same predictions)."""
     from shiftray.config.load import load_spec
-    from shiftray.models.build import build_model
+    from shiftray.models.build import job_model
 
     ckpt = resolve_checkpoint(path)
     spec = load_spec(ckpt / "spec.yaml")
     labels = json.loads((ckpt / "labels.json").read_text())
-    model = build_model(
-        spec.model.model_copy(update={"pretrained": False}),
-        tuple(labels["input_shape"]),
-        len(labels["classes"]),
-        spec.data.normalize,
-    )
-    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
+    model = job_model(spec, tuple(labels["input_shape"]), len(labels["classes"]),
+                      labels.get("tasks"), pretrained=False)  # fmt: skip
+    model.load_checkpoint_state(*read_weights(ckpt), where=str(ckpt))
+    if merge:
+        model = model.merged()
     return model.to(device).eval(), labels

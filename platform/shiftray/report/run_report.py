@@ -152,7 +152,7 @@ def run_report(run_dir: str | Path, before: str | Path | None = None, out: str |
     after = resolve_checkpoint(run_dir)
     first = resolve_checkpoint(before) if before else kept[0]
     spec = load_spec(after / "spec.yaml")
-    data = load_domain_data(spec.data, with_source=True)
+    data = load_domain_data(spec.data, with_source=True, backbone=spec.model.backbone)
     target_x = data.target.x if len(data.target) else data.target_test.x
     views = []
     if first != after:

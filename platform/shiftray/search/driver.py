@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from shiftray.errors import UserInputError
-from shiftray.search.space import Search, decode, default_point, param_space
+from shiftray.search.space import (
+    Search,
+    decode,
+    default_point,
+    param_space,
+    pbt_mutations,
+    within_space,
+)
 from shiftray.search.summary import SearchSummary, TrialRow, print_summary, summarize
 
 
@@ -68,16 +75,30 @@ def _search_alg(s: Search, max_concurrent: int):
                                  max_concurrent=max_concurrent)  # fmt: skip
 
 
-def _scheduler(s: Search):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def _keep(s: Search) -> int | None:
+    """Tune's checkpoints kept per trial. PBT keeps all: a weak trial paused while others run is
+    pointed at a donor's checkpoint at once but restored from it only when it runs again, by which
+    time the donor has moved on and a bounded `num_to_keep` may have deleted it (the trial then
+    fails to restore and ends short of the last step)."""
+    return None if s.search.scheduler.name == "pbt" else 2
 
-    sch = s.search.scheduler
+
+def _scheduler(s: Search):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    sch, train = s.search.scheduler, s.spec.train
     if sch.name == "fifo":
         return FIFOScheduler()
+    if sch.name == "pbt":  # a trial restarted from another's checkpoint resumes the loop there
+        return PopulationBasedTraining(
+            time_attr="step", perturbation_interval=sch.perturbation_interval or 2 * train.eval_every,
+            hyperparam_mutations=pbt_mutations(s.search), custom_explore_fn=within_space(s.search),
+            quantile_fraction=sch.quantile_fraction, resample_probability=sch.resample_probability,
+        )  # fmt: skip
     # max_t one past the last step: ASHA stops a trial that reaches max_t at once, which would
     # cut the loop's finish (final model, shift statistics, result.json) short
-    return ASHAScheduler(time_attr="step", max_t=s.spec.train.steps + 1,
-                         grace_period=min(sch.grace_period or s.spec.train.eval_every, s.spec.train.steps),
+    return ASHAScheduler(time_attr="step", max_t=train.steps + 1,
+                         grace_period=min(sch.grace_period or train.eval_every, train.steps),
                          reduction_factor=sch.reduction_factor)  # fmt: skip
 
 
@@ -89,7 +110,7 @@ def check_optuna(s: Search) -> None:
             raise UserInputError("search.algorithm optuna needs `pip install optuna`") from None
 
 
-def _trainable(s: Search, search_dir: Path):
+def _trainable(s: Search, search_dir: Path, hooks: tuple = ()):
     from ray import tune
     from shiftray.search.trial import run_trial
     from shiftray.train.launch import job_data
@@ -97,14 +118,15 @@ def _trainable(s: Search, search_dir: Path):
     varies_data = any(p.startswith("data.") for p in s.search.space)
     data = None if varies_data else job_data(s.spec)
     fn = tune.with_parameters(run_trial, base=s.raw, search_dir=str(search_dir),
-                              validators=s.validators, indexed=s.indexed, data=data)  # fmt: skip
+                              validators=s.validators, indexed=s.indexed, data=data,
+                              hooks=tuple(hooks))  # fmt: skip
     return tune.with_resources(fn, _resources(s))
 
 
-def _tuner(s: Search, search_dir: Path, resume: bool, callbacks: list):
+def _tuner(s: Search, search_dir: Path, resume: bool, callbacks: list, hooks: tuple = ()):
     from ray import tune
 
-    trainable = _trainable(s, search_dir)
+    trainable = _trainable(s, search_dir, hooks)
     if resume:
         return tune.Tuner.restore(str(search_dir), trainable, resume_errored=True)
     n = _max_concurrent(s)
@@ -120,15 +142,16 @@ def _tuner(s: Search, search_dir: Path, resume: bool, callbacks: list):
         run_config=tune.RunConfig(
             name=s.name, storage_path=str(search_dir.parent),
             failure_config=tune.FailureConfig(max_failures=s.search.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=_keep(s)),
             callbacks=callbacks or None, verbose=1,
         ),  # fmt: skip
     )
 
 
 def run_search(s: Search, resume: bool = False, restart: bool = False,
-               callbacks: list | None = None) -> SearchResult:  # fmt: skip
-    """Run (or resume) the search; print and write its summary; export the selected trial."""
+               callbacks: list | None = None, hooks: tuple = ()) -> SearchResult:  # fmt: skip
+    """Run (or resume) the search; print and write its summary; export the selected trial.
+    ``hooks``: loop hooks every trial runs (tests: `shiftray.train.hooks.KillOnce`)."""
     from shiftray.train.launch import ensure_ray, run_dir_for
 
     check_optuna(s)
@@ -148,7 +171,10 @@ def run_search(s: Search, resume: bool = False, restart: bool = False,
                 "with --restart (deletes it)"
             )
         shutil.rmtree(search_dir)
-    grid = _tuner(s, search_dir, resume, list(callbacks or [])).fit()
+    from shiftray.search.hparams import HParamsLogger
+
+    callbacks = [*(callbacks or []), HParamsLogger(list(s.search.space))]
+    grid = _tuner(s, search_dir, resume, callbacks, hooks).fit()
     summary = summarize(s.name, s.search.metric, s.spec.train.steps, _rows(s, grid))
     seconds = time.perf_counter() - t0
     _write(s, search_dir, summary, seconds, provenance)

@@ -70,11 +70,14 @@ def trial_raw(raw: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 
 def default_validators(spec: JobSpec) -> list[str]:
     """Every registered validator this job can score (those reading held-out source rows only
-    when it holds some out and its method reads the source)."""
+    when it holds some out and its method reads the source; MixVal not on token ids)."""
     from shiftray.registry import VALIDATORS
 
     can_source = spec.data.source_val_fraction > 0 and uses_source(spec.method.name)
-    return [n for n in VALIDATORS.names() if can_source or not getattr(VALIDATORS.get(n), "needs_source", False)]
+    text = spec.model.backbone.startswith("hf/")
+    return [n for n in VALIDATORS.names()
+            if (can_source or not getattr(VALIDATORS.get(n), "needs_source", False))
+            and not (text and n == "mixval")]  # fmt: skip
 
 
 def check_space(raw: dict[str, Any], search: SearchSpec, origin: str) -> None:
@@ -92,8 +95,10 @@ def check_space(raw: dict[str, Any], search: SearchSpec, origin: str) -> None:
         raise SpecError(f"invalid search space in {origin}:\n" + "\n".join(problems))
 
 
-def load_search(path: str | Path, overrides: list[str] | None = None) -> Search:
-    raw = load_raw(path, overrides)
+def load_search(path: str | Path, overrides: list[str] | None = None,
+                paths_from: Path | None = None) -> Search:  # fmt: skip
+    """The search spec, validated with every value of its space (``paths_from``: `load_raw`)."""
+    raw = load_raw(path, overrides, paths_from)
     spec = spec_from_dict(raw, str(path))
     if spec.search is None:
         raise SpecError(f"{path} has no search: section; see `shiftray reference` (search)")
@@ -104,6 +109,9 @@ def load_search(path: str | Path, overrides: list[str] | None = None) -> Search:
         validators = [*validators, metric.removeprefix("validator/")]
     if metric == "source_val_acc" and spec.data.source_val_fraction <= 0:
         raise SpecError(f"{path}: search.metric source_val_acc needs data.source_val_fraction > 0")
+    if spec.search.scheduler.name == "pbt" and (spec.resources.num_workers > 1 or spec.data.stream.enabled):
+        raise SpecError(f"{path}: search.scheduler pbt restarts a trial from another's checkpoint, "
+                        "which one-worker trials do (resources.num_workers: 1, no streaming)")  # fmt: skip
     spec_from_dict(trial_raw(raw, {"train.validators": validators}), str(path))  # they can run
     return Search(raw, spec, spec.search, validators)
 
@@ -135,6 +143,28 @@ def tune_domain(dist: Distribution):
 
 def param_space(search: SearchSpec) -> dict[str, Any]:
     return {path: tune_domain(dist) for path, dist in search.space.items()}
+
+
+def pbt_mutations(search: SearchSpec) -> dict[str, Any]:
+    """PBT's mutations: a choice as its list (explore moves to a neighbouring value), a range as
+    its Tune domain (explore multiplies by 0.8 or 1.2, or redraws)."""
+    return {p: list(range(len(d.args))) if is_indexed(d) else list(d.args) if d.kind == "choice"
+            else tune_domain(d) for p, d in search.space.items()}  # fmt: skip
+
+
+def within_space(search: SearchSpec):
+    """PBT's ``custom_explore_fn``: a perturbed value (x1.2) clipped back into its range, so
+    every trial stays a point of the space that was checked before Ray started."""
+    ranges = {p: (d.args[0], d.args[1] - (1 if d.kind in ("randint", "lograndint") else 0))
+              for p, d in search.space.items() if d.kind not in ("choice", "grid")}  # fmt: skip
+
+    def clip(config: dict[str, Any]) -> dict[str, Any]:
+        for path, (low, high) in ranges.items():
+            if path in config:
+                config[path] = type(config[path])(min(max(config[path], low), high))
+        return config
+
+    return clip
 
 
 def default_point(s: Search) -> dict[str, Any] | None:

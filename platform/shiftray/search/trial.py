@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from shiftray.train.checkpoint import checkpoint_name
 
 
@@ -25,6 +26,7 @@ class TuneCheckpoint:
 
     path: str
     checkpoint: Any
+    foreign: bool = False  # another trial's (PBT's exploit): it replaces this trial's own
 
     def to_directory(self, path: str) -> str:
         return self.checkpoint.to_directory(path)
@@ -47,7 +49,9 @@ class TuneReporter:
             return None
         with ckpt.as_directory() as d:
             step = json.loads((Path(d) / "state.json").read_text())["step"]
-        return TuneCheckpoint(str(Path(ckpt.path).parent / checkpoint_name(step)), ckpt)
+            name = yaml.safe_load((Path(d) / "spec.yaml").read_text())["name"]
+        own = name.endswith(f"-{tune.get_context().get_trial_id()}")  # trial_spec names it so
+        return TuneCheckpoint(str(Path(ckpt.path).parent / checkpoint_name(step)), ckpt, not own)
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
         from ray import tune
@@ -75,10 +79,11 @@ def trial_spec(base: dict[str, Any], config: dict[str, Any], search_dir: str, va
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any], search_dir: str,
-              validators: list[str], indexed: dict[str, list[Any]], data=None) -> None:  # fmt: skip
+              validators: list[str], indexed: dict[str, list[Any]], data=None,
+              hooks: tuple = ()) -> None:  # fmt: skip
     """The Tune function: ``data`` is the search's data (put in the object store once) or None
     when the space varies the data, so each trial reads its own; ``indexed``: the dimensions
-    Tune samples by index (`shiftray.search.space.decode`)."""
+    Tune samples by index (`shiftray.search.space.decode`); ``hooks``: loop hooks (tests)."""
     from ray import tune
     from shiftray.search.space import decode
     from shiftray.train.launch import fit, run_dir_for
@@ -92,8 +97,9 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], search_dir: str,
 
         data = job_data(spec)
     if spec.resources.num_workers == 1 and not spec.data.stream.enabled:
-        train_loop_per_worker(LoopConfig(spec, run_dir_for(spec), data, reporter=TuneReporter()))
+        train_loop_per_worker(LoopConfig(spec, run_dir_for(spec), data, reporter=TuneReporter(),
+                                         hooks=tuple(hooks)))  # fmt: skip
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    fit(spec, data=data, callbacks=(TuneReportCallback(),))
+    fit(spec, data=data, hooks=tuple(hooks), callbacks=(TuneReportCallback(),))

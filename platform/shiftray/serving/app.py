@@ -204,5 +204,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
     server = model_server(args)
     if args.replicas is not None:
         server = server.options(num_replicas=args.replicas)
+    if args.device == "cuda":  # Ray hides every GPU from an actor that asks for none
+        server = server.options(ray_actor_options={"num_gpus": 1})
     server = server.bind(args, paths)
     return Ingress.bind(args, server, paths)

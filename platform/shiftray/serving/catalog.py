@@ -83,11 +83,13 @@ def _check_weights(ckpt: Path, spec, labels: dict) -> None:
 
     from shiftray.models.build import build_model
 
+    tasks = {n: len(c) for n, c in labels.get("tasks", {}).items()} or None
     with torch.device("meta"):
         model = build_model(spec.model.model_copy(update={"pretrained": False}),
                             tuple(labels["input_shape"]), len(labels["classes"]),
-                            spec.data.normalize)  # fmt: skip
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+                            spec.data.normalize, spec.finetune.lora, tasks,
+                            spec.task_weighting == "uncertainty")  # fmt: skip
+    want = {k: tuple(v.shape) for k, v in model.checkpoint_state().items()}
     with safe_open(ckpt / "model.safetensors", framework="pt") as f:
         have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from shiftray.models.load import CKPT_RE, list_checkpoints
+from shiftray.models.load import CKPT_RE, list_checkpoints, read_weights
 from shiftray.train.module import TrainModule
 
 
@@ -67,7 +67,11 @@ def save_checkpoint(
     final = run_dir / checkpoint_name(state.step)
     tmp = run_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    save_file(_tensors(module.model), tmp / "model.safetensors")
+    model = module.model  # a LoRA model: its adapters and new layers, with its base's fingerprint
+    held = model.checkpoint_state() if hasattr(model, "checkpoint_state") else model.state_dict()
+    meta = model.checkpoint_metadata() if hasattr(model, "checkpoint_metadata") else {}
+    weights = {k: v.detach().contiguous().cpu() for k, v in held.items()}
+    save_file(weights, tmp / "model.safetensors", metadata=meta or None)
     save_file(_tensors(module.method), tmp / "method.safetensors")
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -160,7 +164,7 @@ def load_checkpoint(
     ckpt: Path, module: TrainModule, optimizer: torch.optim.Optimizer | None = None
 ) -> TrainState:
     ckpt = Path(ckpt)
-    module.model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    module.model.load_checkpoint_state(*read_weights(ckpt), where=str(ckpt))
     module.method.load_state_dict(load_file(ckpt / "method.safetensors"))
     if optimizer is not None and (ckpt / "optimizer.pt").is_file():
         # the state (momentum buffers, Adam moments) comes from the checkpoint; the settings

@@ -48,6 +48,9 @@ class Checkpointer:
         an earlier run left in this node's run directory are deleted, not resumed from (the
         driver deleted its own; a worker on another node keeps its copies)."""
         registered = self.reporter.registered()
+        if getattr(registered, "foreign", False):  # PBT: continue from the donor trial's model
+            for old in list_checkpoints(self.run_dir):
+                shutil.rmtree(old, ignore_errors=True)
         if fresh and registered is None:
             for old in list_checkpoints(self.run_dir):
                 shutil.rmtree(old, ignore_errors=True)

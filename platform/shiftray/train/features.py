@@ -31,6 +31,7 @@ def cache_features(model: AdaptModel, data: DomainData, batch_size: int, device)
         target=conv(data.target),
         target_test=conv(data.target_test),
         source_val=conv(data.source_val),
+        target_labelled=conv(data.target_labelled),
     )
     model.cached = True
     return cached

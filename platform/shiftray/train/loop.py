@@ -29,6 +29,7 @@ from shiftray.evaluate.health import check_health
 from shiftray.evaluate.metrics import evaluate as evaluate_split
 from shiftray.evaluate.shift import save_reference, target_reference
 from shiftray.finetune.freeze import apply_freezing
+from shiftray.finetune.lora import trainable_counts
 from shiftray.finetune.schedule import stage_index
 from shiftray.tracking import Tracker
 from shiftray.train.checkpoint import TrainState
@@ -198,6 +199,7 @@ def finish(run: Run) -> dict[str, Any]:
         _save_shift_reference(run, run_dir / f"checkpoint_{model_step:08d}")
     result = {"step": run.done, **final.metrics, "model_step": model_step,
               "seconds": time.perf_counter() - run.t0, "resumed_from": run.start}  # fmt: skip
+    result["trainable_params"], result["total_params"] = trainable_counts(run.module.model)
     if final.per_class is not None:
         result["target_per_class"] = dict(zip(run.data.classes, final.per_class, strict=True))
     health = check_health(run.data.num_classes, final.predicted, final.actual, _source_acc(run))
@@ -248,7 +250,7 @@ def _restore(run: Run, step: int) -> Evaluation | None:
     """Load the best step's weights (its checkpoint is never pruned) on rank 0 and broadcast
     them, so every rank ends with the same model; None (nothing restored, on every rank) when
     rank 0's run directory does not hold that checkpoint (a restart on another node)."""
-    from safetensors.torch import load_file
+    from shiftray.models.load import read_weights
 
     ckpt = Path(run.cfg.run_dir) / f"checkpoint_{step:08d}"
     found = run.ctx.rank != 0 or ckpt.is_dir()
@@ -257,8 +259,7 @@ def _restore(run: Run, step: int) -> Evaluation | None:
     state = None
     if run.ctx.rank == 0:
         state = json.loads((ckpt / "state.json").read_text())
-        weights = load_file(ckpt / "model.safetensors", device=str(run.ctx.device))
-        run.module.model.load_state_dict(weights)
+        run.module.model.load_checkpoint_state(*read_weights(ckpt, run.ctx.device), where=str(ckpt))
     if run.ctx.world > 1:
         for tensor in run.module.model.state_dict().values():
             dist.broadcast(tensor, 0)

@@ -23,7 +23,7 @@ from shiftray.evaluate.evaluation import Evaluation
 from shiftray.evaluate.validators import EarlyStopper
 from shiftray.finetune.regularizers import L2SP
 from shiftray.methods.base import AdaptationMethod, ModelInfo, StepOutput
-from shiftray.models.build import AdaptModel, build_model
+from shiftray.models.build import AdaptModel, job_model
 from shiftray.models.load import RunIdentity
 from shiftray.registry import METHODS
 from shiftray.train.checkpointer import Checkpointer
@@ -172,12 +172,15 @@ def setup(cfg: LoopConfig) -> Run:
     ctx = WorkerContext.current(spec.resources.use_gpu, cfg.reporter)
     _set_threads(spec, cfg.reporter.in_ray)
     torch.manual_seed(tr.seed)  # identical initial weights on every rank
-    model = build_model(spec.model, data.input_shape, data.num_classes, spec.data.normalize)
+    model = job_model(spec, data.input_shape, data.num_classes, data.task_classes)
     if data.normalization is not None:
         model.set_normalization(data.normalization)
     method = _method(spec, model, data)
     module = TrainModule(model, method)  # method.setup first: SHOT loads its source weights,
     module.regularizer = _regularizer(spec, model, ctx)  # which L2-SP then keeps close
+    if data.target_labelled is not None:  # semi-supervised: the labelled-target term
+        module.target_label_weight = spec.data.target_label_weight
+    module.tasks = spec.tasks[1:]  # multi-task: the extra tasks' losses
     module = module.to(ctx.device)
     aug = _augment(spec, method)
     if ft.strategy == "feature-extraction":
@@ -191,8 +194,9 @@ def setup(cfg: LoopConfig) -> Run:
         model.channels_last = True  # and its inputs, wherever they come from
     if tr.compile == "on" or (tr.compile == "auto" and ctx.device.type == "cuda"):
         compile_network(model)
-    weak = build_augment("weak", data.input_shape, aug)
-    strong = build_augment("strong", data.input_shape, aug) if method.needs_strong else None
+    pad = getattr(model.backbone, "pad", None)  # token ids: a text backbone's pad id
+    weak = build_augment("weak", data.input_shape, aug, pad)
+    strong = build_augment("strong", data.input_shape, aug, pad) if method.needs_strong else None
     worker = Worker(tr.batch_size // ctx.world, tr.seed, ctx.rank, ctx.world, ctx.device)
     batches = make_batch_source(
         data, worker, _shards(cfg, data, cfg.reporter.in_ray), method.uses_source, weak, strong,
@@ -203,5 +207,6 @@ def setup(cfg: LoopConfig) -> Run:
         cfg, spec, ctx, data, model, method, module, build_optimizer(module, spec), step_cfg,
         batches, Checkpointer(cfg.run_dir, ctx, cfg.reporter, tr.keep_checkpoints, cfg.hooks),
         EarlyStopper(es.metric, es.patience, es.min_delta) if es is not None else None,
-        dump_spec(spec), {"classes": data.classes, "input_shape": list(data.input_shape)},
+        dump_spec(spec), {"classes": data.classes, "input_shape": list(data.input_shape)}
+        | ({"tasks": data.task_classes} if data.task_classes else {}),
     )  # fmt: skip

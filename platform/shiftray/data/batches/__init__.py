@@ -49,7 +49,7 @@ def make_batch_source(
     if data.stream is None:
         source = data.source if uses_source else None
         return Pairing(source, data.target, w.batch_size, w.seed, w.rank, w.world, weak, strong,
-                       augment_source)  # fmt: skip
+                       augment_source, data.target_labelled)  # fmt: skip
     from shiftray.data.batches.stream import StreamPairing
 
     return StreamPairing(

@@ -16,6 +16,9 @@ class DABatch:
 
     ``x_t`` is the (weakly augmented, if augmentation is on) target view, ``x_t_strong`` a
     strongly augmented view of the same examples, ``idx_t`` their indices in the target set.
+    ``x_l``, ``y_l``: labelled target rows (semi-supervised DA; None otherwise), which the
+    training module, not the method, turns into a loss; so are ``y_aux``, the source rows'
+    labels of a multi-task job's extra tasks (-1: none).
     """
 
     x_s: torch.Tensor | None
@@ -23,6 +26,9 @@ class DABatch:
     x_t: torch.Tensor
     x_t_strong: torch.Tensor | None = None
     idx_t: torch.Tensor | None = None
+    x_l: torch.Tensor | None = None
+    y_l: torch.Tensor | None = None
+    y_aux: torch.Tensor | None = None  # multi-task: (N, T) the source rows' extra task labels
 
     def to(self, device: torch.device | str, channels_last: bool = False) -> DABatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:

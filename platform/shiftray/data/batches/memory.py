@@ -49,7 +49,7 @@ class Pairing:
     def __init__(
         self, source: DomainArrays | None, target: UnlabelledArrays, batch_size: int, seed: int,
         rank: int = 0, world: int = 1, weak: Augment | None = None, strong: Augment | None = None,
-        augment_source: bool = False,
+        augment_source: bool = False, labelled: DomainArrays | None = None,
     ) -> None:  # fmt: skip
         if source is not None and source.y is None:
             raise UserInputError(f"source domain {source.domain!r} has no labels")
@@ -62,17 +62,36 @@ class Pairing:
         )
         self.tgt = DomainStream(len(target), batch_size, seed * 2 + 1, rank, world)
         self.weak, self.strong, self.augment_source = weak, strong, augment_source
+        self.labelled, self.seed, self.rank = labelled, seed, rank
+        self.labelled_batch = batch_size  # drawn with replacement: k x classes may be fewer
+
+    def _labelled(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """A labelled-target batch drawn with replacement (k x classes rows can be fewer than a
+        batch), a pure function of (seed, step, rank) like the other streams."""
+        if self.labelled is None:
+            return None, None
+        rng = np.random.default_rng([self.seed, 7, step, self.rank])
+        i = rng.integers(0, len(self.labelled), size=self.labelled_batch)
+        x = torch.from_numpy(self.labelled.x[i])
+        if self.weak is not None and self.augment_source:  # the labelled view, as the source's
+            x = self.weak(x)
+        return x, torch.from_numpy(self.labelled.y[i])
 
     def close(self) -> None:
         pass  # nothing to release (the streamed counterpart closes its readers)
 
     def batch(self, step: int) -> DABatch:
-        x_s = y_s = None
+        x_s = y_s = y_aux = None
         if self.src is not None:
             i = self.src.indices(step)
             x_s, y_s = torch.from_numpy(self.source.x[i]), torch.from_numpy(self.source.y[i])
+            if self.source.tasks:  # in the order the spec lists the tasks (dicts keep it)
+                y_aux = torch.from_numpy(np.stack([t[i] for t in self.source.tasks.values()], 1))
         j = self.tgt.indices(step)
         raw_t = torch.from_numpy(self.target.x[j])
-        return augmented_batch(
+        batch = augmented_batch(
             x_s, y_s, raw_t, torch.from_numpy(j), self.weak, self.strong, self.augment_source
         )
+        batch.x_l, batch.y_l = self._labelled(step)
+        batch.y_aux = y_aux
+        return batch

@@ -64,6 +64,16 @@ class Benchmark:
         raise NotImplementedError
 
     @classmethod
+    def task_labels(cls, domain: str, split: str, opts: BaseModel, column: str
+                    ) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+        """A multi-task job's extra labels (`column`), aligned with `read`'s rows, and their
+        class names. Benchmarks with one label have none."""
+        raise UserInputError(
+            f"tasks: benchmark {cls.name!r} has one label per example; extra tasks read label "
+            f"columns of a table (benchmark: table, tasks[].label: {column!r})"
+        )
+
+    @classmethod
     def load(cls, domain: str, split: str, options: dict | None = None) -> pa.Table:
         opts = cls.Options.model_validate(options or {})
         arrays = cls.read(domain, split, opts)

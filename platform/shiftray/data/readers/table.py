@@ -31,7 +31,7 @@ class TableOptions(ReaderOptions):
     renamed = {
         "features": ("feature_columns", "the feature column names, e.g. -o feature_columns=[f0,f1]")
     }
-    path: str = Field(..., description="a .csv, .jsonl or .parquet file")
+    path: str = Field(..., description="a .csv, .tsv, .jsonl or .parquet file")
     feature_columns: list[str] | None = Field(
         None, description="feature columns, in this order (default: all numeric columns)"
     )
@@ -39,6 +39,13 @@ class TableOptions(ReaderOptions):
     domain: str = "domain"
     split: str | None = Field(None, description="split column (default: every row in both splits)")
     classes: list[str] | None = Field(None, description="class names (default: 0..K-1)")
+    text: str | None = Field(
+        None, description="a text column: the inputs are its texts, tokenised by the hf/ backbone"
+    )
+    max_length: int = Field(128, ge=2, description="text: tokens per text (longer ones are cut)")
+    ignore_columns: list[str] = Field(
+        default_factory=list, description="columns that are neither features nor labels (ids, ...)"
+    )
 
 
 @dataclass
@@ -80,7 +87,9 @@ def _parse_table(path: str) -> pa.Table:
         return pq.read_table(path)
     import pyarrow.csv as pc
 
-    return pc.read_csv(path)
+    # quoted cells may hold newlines (texts); .tsv: tab-separated
+    sep = "\t" if suffix == ".tsv" else ","
+    return pc.read_csv(path, parse_options=pc.ParseOptions(delimiter=sep, newlines_in_values=True))
 
 
 def _read_mixed_jsonl(path: Path, why: str) -> pa.Table:
@@ -123,7 +132,7 @@ def _distinct(t: pa.Table, column: str) -> tuple[list[Any], np.ndarray]:
 
 def _check_columns(t: pa.Table, opts: TableOptions) -> None:
     names = set(t.schema.names)
-    for col in (opts.label, opts.domain, opts.split):
+    for col in (opts.label, opts.domain, opts.split, opts.text):
         if col is not None and col not in names:
             raise UserInputError(
                 f"{opts.path}: no column {col!r}; its columns: {', '.join(t.column_names)}"
@@ -167,7 +176,7 @@ def _rows_where(t: pa.Table, column: str, value: str) -> np.ndarray:
 
 
 def _feature_columns(t: pa.Table, opts: TableOptions) -> list[str]:
-    reserved = {opts.label, opts.domain, opts.split}
+    reserved = {opts.label, opts.domain, opts.split, opts.text, *opts.ignore_columns}
     cols = opts.feature_columns or [
         name
         for name, type_ in zip(t.schema.names, t.schema.types, strict=True)
@@ -179,6 +188,8 @@ def _feature_columns(t: pa.Table, opts: TableOptions) -> list[str]:
             "name them with -o feature_columns=[...] or write numbers in them"
         )
     names = set(t.schema.names)
+    if both := sorted(set(cols) & set(opts.ignore_columns)):
+        raise UserInputError(f"{opts.path}: {both} are feature columns and ignore_columns (a task's labels?)")
     if missing := [c for c in cols if c not in names]:
         raise UserInputError(f"{opts.path}: feature_columns {missing[:10]} are not columns of it")
     return cols
@@ -237,19 +248,41 @@ class TableFile(Benchmark):
         parsed = _read_file(opts.path)
         t = parsed.table
         names, index = _label_map(t, opts)
-        cols = _feature_columns(t, opts)
         mask = _rows_where(t, opts.domain, domain)
         if opts.split is not None:
             mask &= _rows_where(t, opts.split, split)
-        x = _features(parsed, cols, opts.path)[mask]  # (Table.filter: 20x slower, wide)
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        if bad.size:
-            empty = [c for i, c in enumerate(cols) if not np.isfinite(x[:, i]).all()]
-            raise UserInputError(
-                f"{opts.path}: {len(bad)} row(s) of domain {domain!r} have empty or non-finite "
-                f"features (columns {empty[:10]}); fill them or drop those rows"
-            )
+        if opts.text is not None:  # texts: `load_domain_data` tokenises them for the backbone
+            x = np.asarray(["" if v is None else str(v) for v in t.column(opts.text).to_pylist()],
+                           dtype=object)[mask]  # fmt: skip
+        else:  # masking the matrix: Table.filter is 20x slower on wide tables
+            cols = _feature_columns(t, opts)
+            x = _check_finite(_features(parsed, cols, opts.path)[mask], cols, opts.path, domain)
         values, idx = _distinct(t, opts.label)
         ids = np.array([index[_norm(v)] for v in values], np.int64)[idx[mask]]
         y = None if (ids == -1).all() else ids
         return DomainArrays(x, y, domain, split)
+
+    @classmethod
+    def task_labels(cls, domain, split, opts, column):
+        """Another label column (a multi-task job's extra task): its class indices for the rows
+        `read` returns, -1 where empty, and its class names."""
+        t = _read_file(opts.path).table
+        other = opts.model_copy(update={"label": column, "classes": None})
+        _check_columns(t, other)
+        names, index = _label_map(t, other)
+        mask = _rows_where(t, opts.domain, domain)
+        if opts.split is not None:
+            mask &= _rows_where(t, opts.split, split)
+        values, idx = _distinct(t, column)
+        return np.array([index[_norm(v)] for v in values], np.int64)[idx[mask]], names
+
+
+def _check_finite(x: np.ndarray, cols: list[str], path: str, domain: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad.size:
+        empty = [c for i, c in enumerate(cols) if not np.isfinite(x[:, i]).all()]
+        raise UserInputError(
+            f"{path}: {len(bad)} row(s) of domain {domain!r} have empty or non-finite "
+            f"features (columns {empty[:10]}); fill them or drop those rows"
+        )
+    return x
