@@ -94,3 +94,75 @@ def make_tree(root, n=6, size=20):
                 img[..., channel] = int(220 * scale)
                 ext = "png" if i % 2 else "jpg"
                 Image.fromarray(img).save(folder / f"{i}.{ext}")
+
+
+WORDS = {  # class words; each domain writes about its own things around them
+    "pos": ["good", "great", "fine", "happy", "helped", "better"],
+    "neg": ["bad", "awful", "worse", "sick", "pain", "sad"],
+    "a": ["pill", "period", "skin", "weight", "cycle", "acne"],
+    "b": ["mood", "sleep", "anxiety", "dose", "panic", "focus"],
+}
+
+
+def make_text_dir(d):
+    """A tiny BERT (random weights, saved as if pre-trained), its tokenizer, and a CSV of
+    two domains x two classes."""
+    import csv
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *sorted({w for ws in WORDS.values() for w in ws}),
+    ]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d / "bert")
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(d / "bert")
+    rng = np.random.default_rng(0)
+    with open(d / "reviews.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "rating", "condition"])
+        for dom in ("a", "b"):
+            for i in range(96):
+                cls = ("neg", "pos")[i % 2]
+                n = int(rng.integers(3, 12))
+                words = [
+                    str(rng.choice(WORDS[cls] if rng.random() < 0.4 else WORDS[dom]))
+                    for _ in range(n)
+                ]
+                w.writerow([" ".join(words), cls, dom])
+    return d
+
+
+VIT = {"img_size": 8, "patch_size": 4}  # timm test_vit on 8x8 grey inputs
+
+
+def make_vit_base(path, seed=123):
+    """A 'pre-trained' test_vit saved to a file: the base a LoRA run names."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    vit = timm.create_model("test_vit", num_classes=0, in_chans=1, **VIT)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    return path
+
+
+def lora_spec_dict(base, name="lora", **over):
+    """A LoRA DANN job on the synthetic 8x8 images, over a test_vit base file."""
+    return synthetic_spec(**{
+        "name": name, "model": {"backbone": "timm/test_vit", "pretrained": str(base), "bottleneck_dim": 8,
+                                "backbone_kwargs": VIT},
+        "data": {"benchmark": "synthetic", "source": "a", "target": "b",
+                 "options": {"n": 96, "dim": 64, "image": True}},
+        "finetune": {"lora": {"rank": 4, "alpha": 8}}, "method": {"name": "dann", "params": {"disc_hidden": [16]}},
+        "optim": {"lr": 0.05}, "train__batch_size": 16, **over,
+    })  # fmt: skip

@@ -59,7 +59,34 @@ def digits(tmp_path_factory):
     for ckpt in broken.glob("checkpoint_*"):
         weights = ckpt / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
+    _more_models(root, tmp_path_factory.mktemp("bases"))
     return root, data
+
+
+def _more_models(root: Path, work: Path) -> None:
+    """Two LoRA adapters of one test_vit base (two target domains) and a tiny-BERT text model."""
+    from conftest import lora_spec_dict, make_text_dir, make_vit_base, synthetic_spec
+    from shiftray.config.load import spec_from_dict
+    from shiftray.data.loading import load_job_data
+    from shiftray.train.loop import train_loop_per_worker
+    from shiftray.train.run import LoopConfig
+
+    base, text = make_vit_base(work / "vit.safetensors"), make_text_dir(work)
+    specs = {
+        name: lora_spec_dict(base, name, data__options__angle=angle)
+        for name, angle in (("lora_b", 30.0), ("lora_c", 75.0))
+    }
+    specs["reviews"] = synthetic_spec(**{
+        "name": "reviews", "model": {"backbone": f"hf/{text / 'bert'}", "pretrained": True, "bottleneck_dim": 16},
+        "data": {"benchmark": "table", "source": "a", "target": "b",
+                 "options": {"path": str(text / "reviews.csv"), "text": "review", "label": "rating",
+                             "domain": "condition", "max_length": 16}},
+        "optim": {"name": "adamw", "lr": 0.003, "schedule": "constant"}, "train__batch_size": 16,
+    })  # fmt: skip
+    for name, d in specs.items():
+        spec = spec_from_dict(d)
+        (root / name).mkdir()
+        train_loop_per_worker(LoopConfig(spec, root / name, load_job_data(spec)))
 
 
 def _free_port() -> int:
@@ -80,7 +107,8 @@ def served(digits):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"models_root": str(root), "max_batch_size": 16, "batch_wait_timeout_s": 0.02,
-            "drift_window": 256, "drift_every_s": 0.5, "threads": 1}  # fmt: skip
+            "drift_window": 256, "drift_every_s": 0.5, "threads": 1,
+            "max_models_per_replica": 8}  # fmt: skip
     serve.run(build_app(args), name="shiftray", route_prefix="/")
     yield f"http://127.0.0.1:{port}", root, data
     serve.shutdown()
@@ -287,10 +315,58 @@ def test_a_model_that_cannot_load_is_not_ready_and_the_others_are_served(served)
     ready = requests.get(f"{base}/v2/health/ready")
     assert ready.status_code == 200 and "broken" in ready.json()["not_ready"]
     assert requests.get(f"{base}/v2/models/dann/ready").json()["ready"] is True
-    assert requests.get(f"{base}/v1/models").json()["models"] == ["broken", "dann", "erm"]
+    listed = requests.get(f"{base}/v1/models").json()["models"]
+    assert listed == ["broken", "dann", "erm", "lora_b", "lora_c", "reviews"]
     schema = requests.get(f"{base}/openapi.json").json()
     assert "/v1/models/{name}:predict" in schema["paths"] and "/v2/models/{name}/infer" in schema["paths"]
     assert requests.get(f"{base}/docs").status_code == 200
+
+
+def test_per_domain_lora_adapters_share_one_base_on_the_replica(served):
+    """Two adapters of one base, each answering with its own model; the replica holds the base
+    once; the cards name the base both were trained on."""
+    from ray import serve
+
+    base, root, _ = served
+    x = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
+    got = {}
+    for name in ("lora_b", "lora_c"):
+        r = v1(base, name, x.tolist())
+        assert r.status_code == 200, r.text
+        got[name] = np.array([p["probabilities"] for p in r.json()["predictions"]])
+        np.testing.assert_allclose(got[name], offline(root / name, x), atol=1e-5)  # merged offline
+    assert np.abs(got["lora_b"] - got["lora_c"]).max() > 1e-3
+    cards = [requests.get(f"{base}/v1/models/{n}").json() for n in ("lora_b", "lora_c")]
+    shas = {c["training"]["lora_base_sha256"] for c in cards}
+    assert len(shas) == 1
+    handle = serve.get_deployment_handle("ModelServer", app_name="shiftray")
+    held = handle.shared_bases.remote().result()
+    assert {"lora_b", "lora_c"} <= set(held["loaded"])
+    assert list(held["bases"]) == [shas.pop()[:12]]  # one copy of the base for both
+
+
+def test_a_text_model_answers_raw_text(served):
+    from shiftray.models.text import tokenize
+    from shiftray.serving.catalog import inspect_model
+
+    base, root, _ = served
+    texts = ["good great pill helped", "awful pain mood sleep sad", "fine cycle"]
+    r = v1(base, "reviews", texts)
+    assert r.status_code == 200, r.text
+    card = inspect_model("reviews", root / "reviews")
+    want = offline(root / "reviews", tokenize(texts, card.input.tokenizer, 16))
+    got = np.array([p["probabilities"] for p in r.json()["predictions"]])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    body = {"inputs": [{"name": "input", "shape": [3], "datatype": "BYTES", "data": texts}]}
+    r2 = requests.post(f"{base}/v2/models/reviews/infer", json=body)
+    assert r2.status_code == 200, r2.text
+    labels = next(o for o in r2.json()["outputs"] if o["name"] == "label")["data"]
+    assert labels == [p["label"] for p in r.json()["predictions"]]
+    meta = requests.get(f"{base}/v2/models/reviews").json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
+    for bad in ([3], [""], [["good"]]):
+        r = v1(base, "reviews", bad)
+        assert r.status_code == 422 and "error" in r.json(), r.text
 
 
 def test_a_killed_replica_costs_at_most_its_requests_in_flight(served):

@@ -3,9 +3,10 @@ checkpoint names its base, resumes exactly, and merged predictions equal unmerge
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
-from conftest import synthetic_spec
+from conftest import VIT, lora_spec_dict, make_vit_base, synthetic_spec
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from shiftray.config.load import spec_from_dict
@@ -18,30 +19,14 @@ from shiftray.train.checkpoint import latest_checkpoint
 from shiftray.train.loop import train_loop_per_worker
 from shiftray.train.run import LoopConfig
 
-VIT = {"img_size": 8, "patch_size": 4}
-
 
 @pytest.fixture
 def base_file(tmp_path):
-    """A 'pre-trained' test_vit saved to a file: the base every LoRA run must name."""
-    import timm
-
-    torch.manual_seed(123)
-    vit = timm.create_model("test_vit", num_classes=0, in_chans=1, **VIT)
-    path = tmp_path / "base.safetensors"
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
-    return path
+    return make_vit_base(tmp_path / "base.safetensors")
 
 
 def lora_spec(base, name="lora", **over):
-    return spec_from_dict(synthetic_spec(**{
-        "name": name, "model": {"backbone": "timm/test_vit", "pretrained": str(base), "bottleneck_dim": 8,
-                                "backbone_kwargs": VIT},
-        "data": {"benchmark": "synthetic", "source": "a", "target": "b",
-                 "options": {"n": 96, "dim": 64, "image": True}},
-        "finetune": {"lora": {"rank": 4, "alpha": 8}}, "method": {"name": "dann", "params": {"disc_hidden": [16]}},
-        "optim": {"lr": 0.05}, "train__batch_size": 16, **over,
-    }))  # fmt: skip
+    return spec_from_dict(lora_spec_dict(base, name, **over))
 
 
 def train(spec, run_dir):
@@ -83,7 +68,7 @@ def test_merged_predictions_equal_unmerged(tmp_path, base_file):
     spec = lora_spec(base_file)
     train(spec, tmp_path / "run")
     unmerged, labels = load_trained_model(tmp_path / "run", merge=False)
-    merged, _ = load_trained_model(tmp_path / "run")  # serving's default
+    merged, _ = load_trained_model(tmp_path / "run")  # the loader's default
     assert not any(is_adapter(n) for n, _ in merged.named_parameters())
     lora_b = [p for n, p in unmerged.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().max() > 0 for p in lora_b)  # training moved the updates
@@ -92,6 +77,48 @@ def test_merged_predictions_equal_unmerged(tmp_path, base_file):
         a, b = unmerged(x)[0], merged(x)[0]
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     assert not torch.allclose(a, build_model(spec.model, (1, 8, 8), 3).eval()(x)[0], atol=1e-3)
+
+
+def test_per_domain_adapters_share_one_base_when_served(tmp_path, base_file):
+    """Two adapters of one base (other target domains) on one replica: one copy of the base,
+    each model's own predictions (equal to its merged model's), and the base outlives the first
+    model; an adapter of another base keeps its own."""
+    import gc
+
+    from shiftray.serving.bases import SharedBases
+    from shiftray.serving.predictor import Predictor
+
+    for name, angle in (("to_b", 30.0), ("to_c", 75.0)):  # two target domains: other shifts
+        train(lora_spec(base_file, name=name, data__options__angle=angle), tmp_path / name)
+    bases = SharedBases()
+    first, second = (Predictor(tmp_path / n, bases=bases) for n in ("to_b", "to_c"))
+
+    def base_of(p):
+        return {n: t for n, t in p.model.backbone.named_parameters() if not is_adapter(n)}
+
+    shared = base_of(first)
+    assert all(t is shared[n] for n, t in base_of(second).items())
+    assert first.shared_bytes == 0
+    assert second.shared_bytes == sum(t.numel() * t.element_size() for t in shared.values())
+    x = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
+    want = {n: Predictor(tmp_path / n, bases=None)(x).probabilities for n in ("to_b", "to_c")}
+    np.testing.assert_allclose(first(x).probabilities, want["to_b"], atol=1e-5)
+    np.testing.assert_allclose(second(x).probabilities, want["to_c"], atol=1e-5)
+    assert np.abs(want["to_b"] - want["to_c"]).max() > 1e-3  # the adapters differ
+    del first, shared
+    gc.collect()
+    np.testing.assert_allclose(second(x).probabilities, want["to_c"], atol=1e-5)
+    assert len(bases.held()) == 1
+    weights = load_file(base_file)  # another base: nothing to share
+    weights["blocks.0.attn.qkv.weight"] += 0.01
+    other = tmp_path / "other.safetensors"
+    save_file(weights, str(other))
+    train(lora_spec(other, name="other"), tmp_path / "other")
+    third = Predictor(tmp_path / "other", bases=bases)
+    assert third.shared_bytes == 0 and len(bases.held()) == 2
+    del third  # the last model of a base leaves: so does the base
+    gc.collect()
+    assert len(bases.held()) == 1
 
 
 def test_a_checkpoint_on_other_base_weights_is_refused(tmp_path, base_file):

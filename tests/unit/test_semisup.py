@@ -62,3 +62,37 @@ def test_streamed_jobs_refuse_target_labels():
         spec_from_dict(synthetic_spec(data={"benchmark": "parquet", "source": "a", "target": "b",
                                             "options": {"path": "/nowhere"}, "stream": {"enabled": True},
                                             "target_labels_per_class": 1}))  # fmt: skip
+
+
+def test_the_labelled_batch_trains_but_stays_out_of_batchnorm_statistics():
+    """A labelled batch drawn from a few rows gets its loss and gradient, and leaves the running
+    statistics evaluation normalises with where the method's own forward pass put them."""
+    import torch
+    from shiftray.config.schema import LabelWeight
+    from shiftray.data.batches.base import DABatch
+    from shiftray.methods.base import ModelInfo
+    from shiftray.models.build import build_model
+    from shiftray.registry import METHODS
+    from shiftray.train.module import TrainModule
+
+    spec = spec_from_dict(synthetic_spec(method={"name": "erm"}))
+    torch.manual_seed(0)
+    model = build_model(spec.model, (8,), 3)
+    method = METHODS.get("erm")(spec.method.resolved_params(), ModelInfo(model.feature_dim, 3))
+    module = TrainModule(model, method)
+    norm = model.bottleneck[1]
+    assert isinstance(norm, torch.nn.BatchNorm1d)
+    x_s, x_t = torch.randn(32, 8), torch.randn(32, 8)
+    few = 5.0 + torch.randn(3, 8)  # 3 rows far from both domains, drawn with replacement
+    batch = DABatch(x_s, torch.randint(0, 3, (32,)), x_t, x_l=few[torch.randint(0, 3, (32,))],
+                    y_l=torch.randint(0, 3, (32,)))  # fmt: skip
+    module.train()
+    module(DABatch(x_s, batch.y_s, x_t), 0.5)  # the method's pass alone
+    want = norm.running_mean.clone(), norm.running_var.clone()
+    norm.reset_running_stats()
+    module.target_label_weight = LabelWeight()
+    out = module(batch, 0.5)
+    assert "target_label_loss" in out.logs
+    assert torch.equal(norm.running_mean, want[0]) and torch.equal(norm.running_var, want[1])
+    out.loss.backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.head.parameters())

@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_spec
+from conftest import make_text_dir, synthetic_spec
 from shiftray.config.load import spec_from_dict
 from shiftray.data.loading import load_job_data
 from shiftray.data.transforms import token_augment
@@ -16,48 +16,10 @@ from shiftray.models.load import load_trained_model
 from shiftray.train.loop import train_loop_per_worker
 from shiftray.train.run import LoopConfig
 
-WORDS = {  # class words; each domain writes about its own things around them
-    "pos": ["good", "great", "fine", "happy", "helped", "better"],
-    "neg": ["bad", "awful", "worse", "sick", "pain", "sad"],
-    "a": ["pill", "period", "skin", "weight", "cycle", "acne"],
-    "b": ["mood", "sleep", "anxiety", "dose", "panic", "focus"],
-}
-
 
 @pytest.fixture(scope="module")
 def text_dir(tmp_path_factory):
-    """A tiny BERT (random weights, saved as if pre-trained), its tokenizer, and a CSV of
-    two domains x two classes."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    d = tmp_path_factory.mktemp("text")
-    vocab = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        *sorted({w for ws in WORDS.values() for w in ws}),
-    ]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d / "bert")
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(d / "bert")
-    rng = np.random.default_rng(0)
-    with open(d / "reviews.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["review", "rating", "condition"])
-        for dom in ("a", "b"):
-            for i in range(96):
-                cls = ("neg", "pos")[i % 2]
-                n = int(rng.integers(3, 12))
-                words = [
-                    str(rng.choice(WORDS[cls] if rng.random() < 0.4 else WORDS[dom]))
-                    for _ in range(n)
-                ]
-                w.writerow([" ".join(words), cls, dom])
-    return d
+    return make_text_dir(tmp_path_factory.mktemp("text"))
 
 
 def text_spec(d, name="text", **over):
@@ -224,3 +186,35 @@ def test_adaptation_methods_run_on_text(text_dir, tmp_path, method):
     )
     result = train_loop_per_worker(LoopConfig(spec, tmp_path / method, load_job_data(spec)))
     assert result["target_acc"] > 70.0  # 2 classes: chance is 50
+
+
+def test_a_text_model_is_served_from_raw_text(text_dir, tmp_path):
+    """The serving path of a text model: strings in (V1 instances, V2 BYTES), tokenised as
+    training tokenised them, the offline model's predictions out; what is not a text is a 422."""
+    from shiftray.serving.catalog import inspect_model
+    from shiftray.serving.inputs import BadInput, v1_instances, v2_tensor
+    from shiftray.serving.predictor import Predictor
+
+    spec = text_spec(text_dir, train__steps=20, tracking__output_dir=str(tmp_path))
+    data = load_job_data(spec)
+    train_loop_per_worker(LoopConfig(spec, tmp_path / "text", data))
+    card = inspect_model("reviews", tmp_path / "text")
+    assert card.ready, card.reason
+    assert card.input.kind == "text" and card.input.shape == (16,)
+    assert "string" in card.public()["input"]["accepts"][0]
+    with open(text_dir / "reviews.csv") as f:  # the target rows, as the reader read them
+        texts = [r["review"] for r in csv.DictReader(f) if r["condition"] == "b"][:8]
+    ids = v1_instances(texts, card.input, limit=32)
+    assert ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, v2_tensor([8], "BYTES", texts, card.input, limit=32))
+    rows = [i for i in range(len(data.target.x)) if data.target.x[i].tolist() in ids.tolist()]
+    assert len(rows) >= 8  # the same token ids as training's
+    model, _ = load_trained_model(tmp_path / "text")
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(ids))[0], 1).numpy()
+    np.testing.assert_allclose(Predictor(tmp_path / "text")(ids).probabilities, want, atol=1e-6)
+    for bad, message in (([3], "expected a string"), (["  "], "empty"), (["x" * 100_001], "limit")):
+        with pytest.raises(BadInput, match=message):
+            v1_instances(bad, card.input, limit=32)
+    with pytest.raises(BadInput, match="BYTES of shape"):
+        v2_tensor([1, 16], "INT64", [0] * 16, card.input, limit=32)

@@ -20,6 +20,7 @@ sentence-transformers/all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from pathlib import Path
@@ -61,7 +62,10 @@ def _load(fn, name: str, what: str):
         ) from None
 
 
+@functools.lru_cache(maxsize=8)
 def load_tokenizer(name: str):
+    """The backbone's tokenizer, loaded once per process (training reads it per domain, the
+    serving ingress per request)."""
     from transformers import AutoTokenizer
 
     return _load(AutoTokenizer.from_pretrained, name, "tokenizer")

@@ -31,7 +31,7 @@ from shiftray.serving.http import (
     V2Response,
     install_errors,
 )
-from shiftray.serving.inputs import BadInput, v1_instances, v2_tensor
+from shiftray.serving.inputs import BadInput, InputSpec, v1_instances, v2_tensor
 from shiftray.serving.server import ModelUnavailable, model_server
 
 api = FastAPI(
@@ -82,6 +82,15 @@ def _v2_outputs(card: ModelCard, out: dict[str, Any]) -> dict[str, dict[str, Any
         if out[key] is not None:
             t[key] = {"name": key, "datatype": "FP32", "shape": [n], "data": _floats(out[key])}
     return t
+
+
+def _v2_inputs(spec: InputSpec) -> list[dict[str, Any]]:
+    """What ``input`` may be: BYTES carries encoded images or texts, FP32 arrays."""
+    encoded = [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
+    if spec.kind == "text":
+        return encoded
+    array = [{"name": "input", "datatype": "FP32", "shape": [-1, *spec.shape]}]
+    return array + (encoded if spec.kind == "image" else [])
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
@@ -161,9 +170,7 @@ class Ingress:
         k = len(card.classes)
         return {
             "name": name, "versions": [], "platform": "shiftray-pytorch",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *card.input.shape]}]
-            + ([{"name": "input", "datatype": "BYTES", "shape": [-1]}]
-               if card.input.kind == "image" else []),
+            "inputs": _v2_inputs(card.input),
             "outputs": [
                 {"name": "label", "datatype": "BYTES", "shape": [-1]},
                 {"name": "index", "datatype": "INT64", "shape": [-1]},

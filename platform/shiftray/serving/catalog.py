@@ -76,8 +76,9 @@ def _summary(run_dir: Path, ckpt: Path, spec) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _check_weights(ckpt: Path, spec, labels: dict) -> None:
-    """model.safetensors must hold the tensors of the model the spec builds, no more or less."""
+def _check_weights(ckpt: Path, spec, labels: dict) -> dict[str, str]:
+    """model.safetensors must hold the tensors of the model the spec builds, no more or less.
+    Returns its metadata (a LoRA checkpoint names its base: ``lora_base_sha256``)."""
     import torch
     from safetensors import safe_open
 
@@ -92,6 +93,7 @@ def _check_weights(ckpt: Path, spec, labels: dict) -> None:
     want = {k: tuple(v.shape) for k, v in model.checkpoint_state().items()}
     with safe_open(ckpt / "model.safetensors", framework="pt") as f:
         have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        metadata = dict(f.metadata() or {})
     missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
     wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
     if missing or extra or wrong:
@@ -99,6 +101,7 @@ def _check_weights(ckpt: Path, spec, labels: dict) -> None:
             f"model.safetensors does not match the model spec.yaml builds: missing "
             f"{missing[:3]}, unexpected {extra[:3]}, other shapes {wrong[:3]}"
         )
+    return metadata
 
 
 def inspect_model(name: str, path: str | Path) -> ModelCard:
@@ -116,8 +119,8 @@ def inspect_model(name: str, path: str | Path) -> ModelCard:
                 raise FileNotFoundError(f"{ckpt / f} is missing")
         spec = load_spec(ckpt / "spec.yaml")
         labels = json.loads((ckpt / "labels.json").read_text())
-        _check_weights(ckpt, spec, labels)
-        card.input = InputSpec.of(labels["input_shape"], spec.data.benchmark)
+        metadata = _check_weights(ckpt, spec, labels)
+        card.input = InputSpec.of(labels["input_shape"], spec.data.benchmark, spec.model.backbone)
     except Exception as e:  # any failure: this model is not served, the others are
         card.reason = f"{type(e).__name__}: {e}"
         return card
@@ -129,4 +132,6 @@ def inspect_model(name: str, path: str | Path) -> ModelCard:
     run_dir = ckpt.parent if ckpt.parent.joinpath("spec.yaml").is_file() else ckpt
     card.ready, card.checkpoint, card.classes = True, str(ckpt), list(labels["classes"])
     card.training, card.shift_signal = _summary(run_dir, ckpt, spec), signals
+    if "lora_base_sha256" in metadata:  # adapters of one base share it on a replica
+        card.training["lora_base_sha256"] = metadata["lora_base_sha256"]
     return card

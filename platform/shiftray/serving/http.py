@@ -39,8 +39,8 @@ class V1Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instances: list[Any] = Field(
         ...,
-        description='one per input: a list of numbers (feature vector), an array (image), or '
-        '{"b64": "<base64 PNG/JPEG>"} (image)',
+        description='one per input: a list of numbers (feature vector), an array (image), '
+        '{"b64": "<base64 PNG/JPEG>"} (image), or a string (text model)',
     )
 
 

@@ -8,7 +8,10 @@ A served model takes what its training reader produced (`InputSpec`, from ``labe
   ``{"b64": "..."}``), or the array itself ((C, S, S), or (S, S) when C is 1). Encoded images are
   decoded as training decodes them (`shiftray.data.images`), grey models take the mean of R, G
   and B, and an image of another size is resized as its reader resized it: ``stretch`` (digits:
-  bilinear, antialiased, to S x S) or ``fit`` (image folders: shorter side to S, centre crop).
+  bilinear, antialiased, to S x S) or ``fit`` (image folders: shorter side to S, centre crop);
+- texts, for transformers backbones (``hf/...``), shape (L,) token ids: the text itself, a string
+  (V1 instances, V2 ``BYTES``), tokenised here by the backbone's tokenizer as training tokenised
+  it (`shiftray.models.text.tokenize`: truncated and padded to the training's L tokens).
 
 Every check names the instance, what it found and what the model expects. Nothing here reads a
 file or a path from the request.
@@ -25,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 MAX_IMAGE_PIXELS = 40_000_000  # an encoded image that decodes larger is refused, not decoded
+MAX_TEXT_CHARS = 100_000  # a longer text is refused (the model reads its first L tokens anyway)
 
 
 class BadInput(ValueError):
@@ -39,14 +43,18 @@ class BadInput(ValueError):
 class InputSpec:
     """What one instance must be."""
 
-    kind: Literal["image", "vector"]
-    shape: tuple[int, ...]  # one instance: (C, S, S) or (D,)
+    kind: Literal["image", "vector", "text"]
+    shape: tuple[int, ...]  # one instance: (C, S, S), (D,) or (L,) token ids
     resize: Literal["stretch", "fit", "none"] = "none"  # how an encoded image of another size fits
     dtype: str = "float32"
+    tokenizer: str = ""  # text: the backbone's tokenizer (hub name or folder)
 
     @classmethod
-    def of(cls, input_shape: tuple[int, ...] | list[int], benchmark: str) -> InputSpec:
+    def of(cls, input_shape: tuple[int, ...] | list[int], benchmark: str,
+           backbone: str = "") -> InputSpec:  # fmt: skip
         shape = tuple(int(s) for s in input_shape)
+        if backbone.startswith("hf/") and len(shape) == 1:
+            return cls("text", shape, dtype="int64", tokenizer=backbone.removeprefix("hf/"))
         if len(shape) == 3:
             resize = "stretch" if benchmark == "digits" or shape[0] == 1 else "fit"
             return cls("image", shape, resize)
@@ -56,7 +64,12 @@ class InputSpec:
 
     def describe(self) -> dict[str, Any]:
         out = asdict(self) | {"shape": list(self.shape)}
-        if self.kind == "image":
+        if self.kind != "text":
+            out.pop("tokenizer")
+        if self.kind == "text":
+            out["accepts"] = [f"a string: the text (tokenised as in training, its first "
+                              f"{self.shape[0]} tokens read)"]  # fmt: skip
+        elif self.kind == "image":
             c, s, _ = self.shape
             out["accepts"] = [
                 '{"b64": "<base64 PNG/JPEG/...>"}',
@@ -144,6 +157,21 @@ def _resize(x, spec: InputSpec, where: str):
     raise BadInput(f"{where}: image is {tuple(x.shape[1:])}, the model takes {(s, s)}")
 
 
+def texts_ids(texts: list[Any], spec: InputSpec, where: str) -> np.ndarray:
+    """Strings -> (N, L) int64 token ids, as training tokenised them."""
+    from shiftray.models.text import tokenize
+
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise BadInput(f"{where}[{i}]: expected a string (the text), got {type(t).__name__}")
+        if not t.strip():
+            raise BadInput(f"{where}[{i}]: the text is empty")
+        if len(t) > MAX_TEXT_CHARS:
+            raise BadInput(f"{where}[{i}]: {len(t):,} characters, over the limit of "
+                           f"{MAX_TEXT_CHARS:,}")  # fmt: skip
+    return tokenize(texts, spec.tokenizer, spec.shape[0])
+
+
 def instance_array(value: Any, spec: InputSpec, where: str) -> np.ndarray:
     """One V1 instance -> float32 array of ``spec.shape``."""
     if spec.kind == "image" and isinstance(value, dict):
@@ -171,8 +199,10 @@ def check_count(n: int, limit: int, what: str = "instances") -> None:
 
 
 def v1_instances(instances: list[Any], spec: InputSpec, limit: int) -> np.ndarray:
-    """KServe V1 ``instances`` -> (N, *shape) float32."""
+    """KServe V1 ``instances`` -> (N, *shape) float32 (int64 token ids for a text model)."""
     check_count(len(instances), limit)
+    if spec.kind == "text":
+        return texts_ids(instances, spec, "instances")
     return np.stack([instance_array(v, spec, f"instances[{i}]") for i, v in enumerate(instances)])
 
 
@@ -191,6 +221,15 @@ def v2_tensor(shape: list[int], datatype: str, data: Any, spec: InputSpec, limit
     where = "inputs[0]"
     if any((not isinstance(s, int)) or s < 0 for s in shape):
         raise BadInput(f"{where}.shape {shape}: sizes must be non-negative integers")
+    if spec.kind == "text":
+        if datatype != "BYTES" or len(shape) != 1:
+            raise BadInput(f"{where}: a text model takes BYTES of shape [N], the N texts as "
+                           f"strings; got {datatype} of shape {shape}")  # fmt: skip
+        items = data if isinstance(data, list) else [data]
+        if shape[0] != len(items):
+            raise BadInput(f"{where}: shape [{shape[0]}] but {len(items)} texts")
+        check_count(len(items), limit)
+        return texts_ids(items, spec, f"{where}.data")
     if datatype == "BYTES":
         if spec.kind != "image":
             raise BadInput(f"{where}: BYTES (encoded images) sent to a model of feature vectors; "

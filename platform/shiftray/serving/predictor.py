@@ -9,6 +9,9 @@ classes, each input gets:
   distance (`shiftray.evaluate.shift`), from ``shift.safetensors`` saved with the checkpoint;
 - ``target_probability``: for DANN / CDAN models, the trained domain discriminator's
   P(target | x) = sigmoid(-D(x)) (D's logit is "source"), from ``method.safetensors``.
+
+LoRA models keep their adapters unmerged and share their frozen base with the other models of
+that base in the process (`shiftray.serving.bases`); ``bases=None`` merges them instead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from shiftray.evaluate.shift import ShiftReference, load_reference
+from shiftray.serving.bases import SHARED, SharedBases
 
 
 @dataclass
@@ -56,13 +60,15 @@ def _discriminator(ckpt: Path, spec, model) -> torch.nn.Module | None:
 
 
 class Predictor:
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu",
+                 bases: SharedBases | None = SHARED) -> None:  # fmt: skip
         from shiftray.config.load import load_spec
         from shiftray.models.load import load_trained_model, resolve_checkpoint
 
         ckpt = resolve_checkpoint(path)
         self.device = torch.device(device)
-        self.model, labels = load_trained_model(ckpt, self.device)
+        self.model, labels = load_trained_model(ckpt, self.device, merge=bases is None)
+        self.shared_bytes = bases.share(self.model) if bases is not None else 0
         self.classes: list[str] = list(labels["classes"])
         self.method = _discriminator(ckpt, load_spec(ckpt / "spec.yaml"), self.model)
         if self.method is not None:

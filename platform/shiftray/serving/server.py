@@ -139,6 +139,13 @@ def model_server(args: AppArgs):
                 "replica": serve.get_replica_context().replica_tag
             }
 
+        def shared_bases(self) -> dict[str, Any]:
+            """The LoRA bases this replica holds once for their adapters (fingerprint -> bytes)."""
+            from shiftray.serving.bases import SHARED
+
+            return {"bases": SHARED.held(), "loaded": sorted(self.loaded),
+                    "replica": serve.get_replica_context().replica_tag}  # fmt: skip
+
         def check_health(self) -> None:
             task = self.drift_task
             if task is not None and task.done() and not task.cancelled() and task.exception():

@@ -9,6 +9,11 @@ So is semi-supervised DA's labelled-target term: with ``k`` labelled target rows
 (``data.target_label_weight``), whatever the method: S+T training under ERM, and MME-style
 semi-supervised adaptation under DANN, CDAN, FixMatch, ... (Saito et al., ICCV 2019, use the
 same protocol: 1 and 3 labelled target examples per class).
+
+The labelled batch has its own forward pass, and BatchNorm's running statistics leave it out
+(`_labelled_logits`): it is drawn with replacement from only k x classes rows, so its
+statistics describe those few rows, not a domain, yet a forward pass in training mode would
+weigh them like a whole batch of either domain in the statistics evaluation normalises with.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from shiftray.data.batches.base import DABatch
 from shiftray.methods.base import AdaptationMethod, StepOutput
@@ -35,7 +41,7 @@ class TrainModule(nn.Module):
     def forward(self, batch: DABatch, progress: float) -> StepOutput:
         out = self.method(self.model, batch, progress)
         if batch.x_l is not None and self.target_label_weight is not None:
-            ce = F.cross_entropy(self.model(batch.x_l)[0], batch.y_l)
+            ce = F.cross_entropy(self._labelled_logits(batch.x_l), batch.y_l)
             out.loss = out.loss + self.target_label_weight.at(progress) * ce
             out.logs["target_label_loss"] = ce.detach()
         if batch.y_aux is not None and self.tasks:
@@ -45,6 +51,20 @@ class TrainModule(nn.Module):
             out.loss = out.loss + reg
             out.logs["reg_loss"] = reg.detach()
         return out
+
+    def _labelled_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The labelled target rows' logits; BatchNorm normalises them by their batch as usual,
+        but with momentum 0 for this pass its running statistics stay as they were."""
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]  # fmt: skip
+        kept = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0  # running <- (1 - 0) running + 0 batch
+        try:
+            return self.model(x)[0]
+        finally:
+            for m, momentum in zip(norms, kept, strict=True):
+                m.momentum = momentum
 
     def _task_losses(self, batch: DABatch, logs: dict):
         """Extra tasks on the source rows' shared features: sum_t w_t CE_t (fixed), or
