@@ -1,10 +1,9 @@
 # shiftray: `make demo` and `make test` work on a fresh machine (they create .venv).
+# Benchmark files: $SHIFTRAY_DATA_DIR when it holds them, else downloaded (checked) into the cache.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export SHIFTRAY_DATA_DIR ?= $(abspath ../shared/data)
-export HF_HUB_OFFLINE ?= 1
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export WANDB_SILENT ?= true
@@ -23,6 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/shiftray data download jobs/digits/mnist-usps-dann.yaml
 	$(BIN)/shiftray run jobs/digits/mnist-usps-erm.yaml jobs/digits/mnist-usps-dann.yaml \
 		resources.num_workers=2 tracking.output_dir=runs/demo --restart
 	$(BIN)/python -m shiftray.serving.demo runs/demo/mnist-usps-dann

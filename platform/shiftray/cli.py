@@ -197,6 +197,32 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from shiftray.config.load import load_spec
+    from shiftray.data.download import fetch
+    from shiftray.data.files import data_dirs
+    from shiftray.registry import DATASETS
+
+    wanted: dict[tuple[str, str], tuple[object, set[str]]] = {}
+    for item in args.what:
+        if Path(item).is_file():  # a job spec: its benchmark, options and two domains
+            spec = load_spec(item)
+            name, opts = spec.data.benchmark, spec.data.options
+            domains = {spec.data.source, spec.data.target}
+        else:
+            name, opts, domains = item, _bench_opts(args.option), set()
+        bench = DATASETS.get(name)
+        o = bench.Options.model_validate(opts)
+        found = domains or set(bench.domains(o) or [])
+        key = (name, repr(sorted(o.model_dump().items())))
+        wanted.setdefault(key, (o, set()))[1].update(found)
+    for (name, _), (o, domains) in wanted.items():
+        for f in fetch(DATASETS.get(name), o, sorted(domains)):
+            print(f"{name} {f.domain}/{f.split}: {f.rows} rows")
+    print("data read from: " + ", then ".join(str(d) for d in data_dirs()))
+    return 0
+
+
 def cmd_data_example(args: argparse.Namespace) -> int:
     from shiftray.data.example import EXAMPLES
 
@@ -403,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train rows are written in a random order drawn with this seed (-1: source order)",
     )  # fmt: skip
     prep.set_defaults(func=cmd_data_prepare)
+    dl = dsub.add_parser(
+        "download", help="fetch the files of benchmarks or of job specs' domains (checked "
+        "against their sha256) into the cache, where SHIFTRAY_DATA_DIR does not hold them",
+    )  # fmt: skip
+    dl.add_argument("what", nargs="+", metavar="BENCHMARK|JOB.yaml")
+    dl.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="reader options (for a benchmark named on the command line)")  # fmt: skip
+    dl.set_defaults(func=cmd_data_download)
     ex = dsub.add_parser(
         "example", help="write small generated data in a layout shiftray reads (to try it)"
     )

@@ -1,5 +1,11 @@
 """Finding benchmark files: SHIFTRAY_DATA_DIR, then the user cache, then a checked download.
 
+Downloads come from each file's original source, or from a mirror: with
+``SHIFTRAY_DATA_URL=https://mirror.example/shiftray`` every file is fetched from
+``<SHIFTRAY_DATA_URL>/<path>`` (the same relative path it has under the data dir), and checked
+against the same checksum. ``SHIFTRAY_OFFLINE=1`` turns downloads off; the Hugging Face hub's
+``HF_HUB_OFFLINE`` is the hub's own switch and does not stop benchmark downloads.
+
 A missing file raises `DataNotFoundError` naming the files, every place looked, and where to
 get them. Downloads go through pooch: streamed to a temporary file beside the target, checked
 against the known sha256 (or md5, where that is all the host publishes) and moved into place
@@ -47,9 +53,13 @@ def data_dirs() -> list[Path]:
 
 
 def offline() -> bool:
-    return any(
-        os.environ.get(v, "") not in ("", "0") for v in ("SHIFTRAY_OFFLINE", "HF_HUB_OFFLINE")
-    )
+    return os.environ.get("SHIFTRAY_OFFLINE", "") not in ("", "0")
+
+
+def source_url(f: RemoteFile) -> str:
+    """Where ``f`` is downloaded from: the mirror (SHIFTRAY_DATA_URL) or its original source."""
+    mirror = os.environ.get("SHIFTRAY_DATA_URL", "").rstrip("/")
+    return f"{mirror}/{f.path}" if mirror else f.url
 
 
 def _download(files: list[RemoteFile], cache: Path) -> None:
@@ -58,7 +68,7 @@ def _download(files: list[RemoteFile], cache: Path) -> None:
 
     known = {f.path: f"sha256:{f.sha256}" if f.sha256 else f"md5:{f.md5}" for f in files}
     store = pooch.create(
-        path=cache, base_url="", registry=known, urls={f.path: f.url for f in files},
+        path=cache, base_url="", registry=known, urls={f.path: source_url(f) for f in files},
         retry_if_failed=RETRIES,
     )  # fmt: skip
     for f in files:
@@ -66,7 +76,7 @@ def _download(files: list[RemoteFile], cache: Path) -> None:
             store.fetch(f.path, downloader=pooch.HTTPDownloader(
                 progressbar=sys.stderr.isatty(), timeout=30))  # fmt: skip
         except ValueError as e:  # pooch's hash check; the temporary file is already gone
-            raise OSError(f"checksum mismatch for {f.url}: {e}") from e
+            raise OSError(f"checksum mismatch for {source_url(f)}: {e}") from e
 
 
 def find_files(benchmark: str, files: list[RemoteFile], download: bool = True) -> list[Path]:
@@ -84,14 +94,14 @@ def find_files(benchmark: str, files: list[RemoteFile], download: bool = True) -
         except OSError as e:  # requests' errors are OSErrors too
             problems.append(f"download failed: {e}")
     elif download:
-        problems.append("not downloaded: offline (SHIFTRAY_OFFLINE or HF_HUB_OFFLINE is set)")
+        problems.append("not downloaded: offline (SHIFTRAY_OFFLINE is set)")
     where = "\n".join(
         f"  {d / f.path}{'' if (d / f.path).is_file() else '  (missing)'}"
         for d in dirs
         for f in files
     )
     sources = "\n".join(
-        f"  {f.path}: {f.url} ({'sha256 ' + f.sha256 if f.sha256 else 'md5 ' + f.md5})"
+        f"  {f.path}: {source_url(f)} ({'sha256 ' + f.sha256 if f.sha256 else 'md5 ' + f.md5})"
         for f in files
     )
     env = os.environ.get("SHIFTRAY_DATA_DIR")
