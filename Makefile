@@ -8,7 +8,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast lint bench bench-accuracy clean
+.PHONY: install demo test test-fast lint bench bench-accuracy bench-serve bench-serve-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,17 @@ bench: bench-accuracy
 
 bench-accuracy: $(STAMP)
 	$(BIN)/python bench/accuracy.py
+
+# the serving benchmark's peers (LitServe, KServe) live in their own venv over .venv's packages
+$(VENV)-peers/.installed: $(STAMP)
+	$(BIN)/python bench/serve_peers/peers_venv.py --path $(VENV)-peers
+	touch $@
+
+bench-serve: $(VENV)-peers/.installed  # needs wrk (apt-get install wrk); 30-45 min
+	$(BIN)/python bench/serve_load.py
+
+bench-serve-quick: $(VENV)-peers/.installed
+	$(BIN)/python bench/serve_load.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

@@ -275,11 +275,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         app_args = AppArgs(
             models=models, models_root=args.models_root, replicas=args.replicas,
-            max_batch_size=args.max_batch_size, device=args.device,
+            max_batch_size=args.max_batch_size, device=args.device, threads=args.threads,
+            **({"auth": {"keys_file": args.keys_file}} if args.keys_file else {}),
         )  # fmt: skip
     except ValidationError as e:
         raise UserInputError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
-    return serve_forever(app_args, args.host, args.port)
+    return serve_forever(app_args, args.host, args.port, args.grpc_port, args.grace_period)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -403,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     ref.set_defaults(func=cmd_reference)
 
     sv = sub.add_parser(
-        "serve", help="serve trained run directories over HTTP (Ray Serve, KServe V1 + V2)"
+        "serve",
+        help="serve trained run directories (Ray Serve: KServe V1 and the Open Inference "
+        "Protocol over HTTP and gRPC)",
     )
     sv.add_argument("run_dirs", nargs="*", metavar="RUN_DIR|NAME=RUN_DIR")
     sv.add_argument("--models-root", help="serve every run directory inside, by folder name")
@@ -412,6 +415,24 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--replicas", type=int, default=None, help="model replicas (default 1)")
     sv.add_argument("--max-batch-size", type=int, default=32)
     sv.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    sv.add_argument("--threads", type=int, default=None, help="torch threads per replica")
+    sv.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve the Open Inference Protocol over gRPC on this port",
+    )
+    sv.add_argument(
+        "--keys-file",
+        default=None,
+        help="API keys (shiftray keys add): every model route then needs a key",
+    )
+    sv.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        help="seconds a SIGTERM gives requests in flight before the server exits",
+    )
     sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="prepare or inspect datasets")
@@ -466,8 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--finetune-lr", type=float, default=1e-4, help="Adam's learning rate for it")
     fs.set_defaults(func=cmd_fewshot)
     from shiftray.cluster.commands import add_parsers
+    from shiftray.serving.keys_cli import add_parsers as add_keys_parsers
 
     add_parsers(sub)
+    add_keys_parsers(sub)
     return p
 
 

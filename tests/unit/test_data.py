@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from shiftray.config.load import spec_from_dict
@@ -152,3 +154,51 @@ def test_download_is_checked_before_use(tmp_path, monkeypatch):
         ]
     finally:
         server.shutdown()
+
+
+def test_readers_declare_their_input_contract():
+    """A reader says what one input is (`Benchmark.input_contract`); a text backbone makes it
+    a text contract with its tokenizer (`job_input_contract`): no one tests a benchmark name."""
+    from shiftray.data.readers.base import InputContract, job_input_contract
+    from shiftray.data.readers.drugreview import DrugReviews
+    from shiftray.data.readers.imagefolder import ImageFolder
+    from shiftray.data.readers.table import TableFile
+
+    def of(bench, shape, **options):
+        return bench.input_contract(bench.Options.model_construct(**options), shape)
+
+    assert of(Digits, (1, 28, 28)) == InputContract("image", (1, 28, 28), "stretch", range=(0, 1))
+    assert of(ImageFolder, (3, 64, 64)) == InputContract("image", (3, 64, 64), "fit", range=(0, 1))
+    assert of(Synthetic, (1, 3, 3)).range is None and of(Synthetic, (8,)).kind == "vector"
+    assert of(AmazonReviews, (5000,), transform="binary").range == (0.0, 1.0)
+    assert of(AmazonReviews, (5000,), transform="log1p").range == (0.0, None)
+    assert of(OfficeCaltech10, (800,), domain_normalize="zscore").range is None
+    assert of(TableFile, (16,), text="review").kind == "text"
+    assert of(TableFile, (16,), text=None).kind == "vector"
+    assert of(DrugReviews, (128,)) == InputContract("text", (128,), dtype="int64")
+    text = job_input_contract("parquet", {"path": "x"}, "hf/some/bert", [32])  # token ids
+    assert (text.kind, text.dtype, text.tokenizer, text.range) == (
+        "text",
+        "int64",
+        "some/bert",
+        None,
+    )
+    back = InputContract.from_json(json.loads(json.dumps(of(AmazonReviews, (9,)).to_json())))
+    assert back == of(AmazonReviews, (9,))
+
+
+def test_training_writes_the_input_contract_into_labels_json(tmp_path):
+    from conftest import synthetic_spec
+    from shiftray.data.loading import load_job_data
+    from shiftray.train.loop import train_loop_per_worker
+    from shiftray.train.run import LoopConfig
+
+    over = {"train__steps": 2, "train__checkpoint_every": 2, "train__eval_every": 2}
+    spec = spec_from_dict(synthetic_spec(data__options={"n": 64, "dim": 8}, **over))
+    train_loop_per_worker(LoopConfig(spec, tmp_path / "run", load_job_data(spec)))
+    written = sorted((tmp_path / "run").glob("**/labels.json"))  # the run's, its checkpoint's
+    assert len(written) == 2
+    for labels_json in written:
+        labels = json.loads(labels_json.read_text())
+        assert labels["input"] == {"kind": "vector", "shape": [8], "resize": "none",
+                                   "dtype": "float32", "tokenizer": "", "range": None}  # fmt: skip

@@ -39,3 +39,55 @@ def test_exif_rotated_jpeg_decodes_upright():
     blob = _encoded(im, "JPEG", exif=exif)
     assert tuple(decode_rgb(blob).shape) == (3, 40, 20)  # tall, as a viewer shows it
     assert checked_bytes(blob) == blob
+
+
+def test_fit_crops_the_centre_square_first_then_resizes_it():
+    """`fit_square` (training's and serving's one fit): the centre min(H, W) square, resized;
+    memory O(H W + size^2), so a 40,000 x 1 line costs a 1 x 1 crop, not a 224 x 8,960,000
+    resize."""
+    import torchvision.transforms.v2.functional as TF
+    from shiftray.data.images import fit_square
+
+    img = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 20, 40), np.uint8))
+    want = TF.resize(img[:, :, 10:30], [10, 10], antialias=True)
+    assert torch.equal(fit_square(img, 10), want)
+    assert torch.equal(fit_square(img[:, :, :20], 20), img[:, :, :20])  # at size: untouched
+    line = torch.full((3, 1, 40_000), 7, dtype=torch.uint8)
+    assert torch.equal(fit_square(line, 224), torch.full((3, 224, 224), 7, dtype=torch.uint8))
+
+
+def test_every_format_of_the_reader_decodes_to_the_pixels_training_stores():
+    """`decode_any` (serving) and `checked_bytes` then `decode_rgb` (training) agree on every
+    format `IMAGE_FORMATS` names, and on an animation (its first frame)."""
+    from shiftray.data.images import decode_any, read_header
+    from shiftray.data.readers.imagefolder import IMAGE_EXTS, IMAGE_FORMATS
+
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 18, 3), np.uint8))
+    frames = [Image.fromarray(np.full((10, 14, 3), v, np.uint8)) for v in (30, 220)]
+    blobs = {f: _encoded(rgb.convert("P") if f == "GIF" else rgb, f) for f in IMAGE_FORMATS}
+    blobs["animated"] = _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    for name, blob in blobs.items():
+        served, stored = decode_any(blob), checked_bytes(blob)
+        assert torch.equal(served, decode_rgb(stored)), name
+        assert read_header(blob).format == ("GIF" if name == "animated" else name)
+    assert read_header(blobs["animated"]).animated and decode_any(blobs["animated"]).max() == 30
+    assert (
+        checked_bytes(blobs["BMP"])[:4] == b"\x89PNG"
+        and checked_bytes(blobs["PNG"]) == blobs["PNG"]
+    )
+    mpo = _encoded(rgb, "MPO", save_all=True, append_images=[frames[0]])  # a camera's .jpg
+    assert read_header(mpo).format == "JPEG" and checked_bytes(mpo) == mpo  # torchcodec's
+    assert set(IMAGE_EXTS) == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def test_formats_outside_the_reader_s_are_not_images():
+    import pytest
+    from shiftray.data.images import decode_any, read_header
+
+    ppm = _encoded(Image.new("RGB", (4, 4)), "PPM")
+    for blob in (ppm, b"", b"\x89PNG junk"):
+        with pytest.raises(ValueError):
+            read_header(blob)
+        with pytest.raises(ValueError):
+            decode_any(blob)
+        assert checked_bytes(blob) is None

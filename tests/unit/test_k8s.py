@@ -54,7 +54,7 @@ def test_the_lock_satisfies_every_runtime_dependency():
         assert name in lock, f"{req.name} is not in k8s/requirements.lock (shiftray k8s lock)"
         assert req.specifier.contains(lock[name]), f"{name}=={lock[name]} does not satisfy {req}"
     assert lock["ray"] == dockerfile_ray()
-    assert not [n for n in lock if n.startswith(("nvidia-", "triton"))]  # torch brings its own
+    assert not [n for n in lock if n == "triton" or n.startswith("nvidia-")]  # torch's own
 
 
 def rendered(overlay: str) -> list[dict]:
@@ -165,8 +165,17 @@ def test_cuda_serving_asks_ray_for_a_gpu():
     from shiftray.serving.app import build_app
 
     app = build_app({"models": {"m": "/nowhere"}, "device": "cuda"})
-    server = next(a for a in app._bound_deployment.init_args if hasattr(a, "_bound_deployment"))
-    assert server._bound_deployment.ray_actor_options["num_gpus"] == 1
+    assert app._bound_deployment.ray_actor_options["num_gpus"] == 1
+
+
+def test_the_service_serves_as_shiftray_serve_does():
+    """The RayService's pods run Serve with the environment `shiftray serve` sets."""
+    from shiftray.serving.local import SERVING_ENVIRONMENT
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "k8s/base/rayservice.yaml").read_text()) if d]
+    for c in containers(docs[0]):
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert {k: env.get(k) for k in SERVING_ENVIRONMENT} == SERVING_ENVIRONMENT, c["name"]
 
 
 def test_submit_uploads_the_checkout_without_runs_or_git_and_checks_its_size(tmp_path):
@@ -197,3 +206,36 @@ def test_names_fit_kuberay_and_relative_paths_resolve_on_the_shared_volume():
     spec, text = k8s.load_job("jobs/amazon/shot.yaml", ["data.source=kitchen"])
     assert spec.method.params["source_checkpoint"] == "/mnt/shiftray/runs/amazon-source-kitchen"
     assert "/mnt/shiftray/runs/amazon-source-kitchen" in text  # what the ConfigMap carries
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_service_takes_api_keys_from_a_secret(overlay):
+    """The keys file (shiftray keys add) reaches every serving pod read-only from the Secret,
+    not optional (no pod comes up open by mistake), and the app's `auth.keys_file` names it."""
+    from shiftray.serving.args import AppArgs
+
+    svc = next(d for d in rendered(overlay) if d["kind"] == "RayService")
+    args = AppArgs.model_validate(
+        yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]["args"]
+    )
+    cluster = svc["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]]
+    pods += [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == "shiftray-api-keys"
+        assert not volume["secret"].get("optional") and volume["secret"]["defaultMode"] == 0o440
+        (mount,) = [
+            m for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == volume["name"]
+        ]
+        assert mount["readOnly"] is True
+        file = volume["secret"]["items"][0]
+        assert (
+            args.auth.keys_file == f"{mount['mountPath']}/{file['path']}"
+            and file["key"] == "keys.yaml"
+        )
+    (served,) = k8s.render_serve("jobs/digits/mnist-usps-dann.yaml", [], None, overlay=overlay).docs
+    assert yaml.safe_load(served["spec"]["serveConfigV2"])["applications"][0]["args"]["auth"] == {
+        "keys_file": args.auth.keys_file
+    }

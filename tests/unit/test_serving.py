@@ -269,21 +269,28 @@ def test_app_args_name_models_and_refuse_paths_as_names(tmp_path):
 # -- the body and content-type gate -------------------------------------------------------------
 
 
-def test_body_gate_answers_413_and_415_before_the_app_reads_anything():
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-    from shiftray.serving.http import BodyGate, V1Request, install_errors
+def _gated_app(**limits):
+    from fastapi import FastAPI, Request
+    from shiftray.serving.http import BodyGate, ShedGate, install_errors
+    from shiftray.serving.protocols.common import parse_json
 
     app = FastAPI()
     app.add_middleware(BodyGate)
+    app.add_middleware(ShedGate)
     install_errors(app)
+    app.state.args = AppArgs(models={"m": "runs/m"}, **limits)
 
     @app.post("/p")
-    def p(body: V1Request) -> dict:
-        return {"n": len(body.instances)}
+    async def p(request: Request) -> dict:
+        return {"n": len(parse_json(await request.body())["instances"])}
 
-    BodyGate.limit = 1024
-    client = TestClient(app)
+    return app
+
+
+def test_body_gate_answers_413_and_415_before_the_app_reads_anything():
+    from fastapi.testclient import TestClient
+
+    client = TestClient(_gated_app(max_body_bytes=1024))
     assert client.post("/p", json={"instances": [1, 2]}).json() == {"n": 2}
     big = client.post("/p", content=b'{"instances": [' + b"1," * 600 + b"1]}",
                       headers={"content-type": "application/json"})  # fmt: skip
@@ -299,8 +306,45 @@ def test_body_gate_answers_413_and_415_before_the_app_reads_anything():
     assert streamed.status_code == 413
     plain = client.post("/p", content=b"{}", headers={"content-type": "text/plain"})
     assert plain.status_code == 415 and "application/json" in plain.json()["error"]
-    assert client.post("/p", content=b"{", headers={"content-type": "application/json"}
-                       ).status_code == 400  # fmt: skip
-    missing = client.post("/p", json={})
-    assert missing.status_code == 422 and "instances: Field required" in missing.json()["error"]
-    BodyGate.limit = 8 * 1024 * 1024
+    gzipped = client.post("/p", content=b"{}", headers={"content-type": "application/json",
+                                                         "content-encoding": "gzip"})  # fmt: skip
+    assert gzipped.status_code == 415 and "uncompressed" in gzipped.json()["error"]
+    binary = {"content-type": "application/octet-stream", "inference-header-content-length": "2"}
+    assert client.post("/p", content=b'{"instances": []}', headers=binary).status_code == 200
+    bad = client.post("/p", content=b"{", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+
+
+def test_shed_gate_answers_503_with_retry_after_past_the_replicas_limit():
+    """Requests past max_batch_size + max_queued_requests are refused at once, not queued."""
+    import asyncio
+
+    from shiftray.serving.http import ADMISSION, ShedGate
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    class App:
+        state = type("S", (), {"args": AppArgs(models={"m": "runs/m"}, max_batch_size=2,
+                                               max_queued_requests=1)})  # fmt: skip
+
+    async def one(gate):
+        sent = []
+
+        async def send(m):
+            sent.append(m)
+
+        scope = {"type": "http", "method": "POST", "app": App, "headers": []}
+        await gate(scope, None, send)
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    async def main():
+        gate = ShedGate(slow)
+        return await asyncio.gather(*(one(gate) for _ in range(5)))
+
+    answers = asyncio.run(main())
+    assert sorted(s for s, _ in answers) == [200, 200, 200, 503, 503]
+    assert all(h[b"retry-after"] == b"1" for s, h in answers if s == 503)
+    assert ADMISSION.inside == 0  # every admitted request left

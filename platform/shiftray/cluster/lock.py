@@ -21,7 +21,11 @@ from packaging.version import Version
 
 from shiftray.errors import UserInputError
 
-CUDA_RUNTIME = ("nvidia-", "cuda-", "triton")
+CUDA_RUNTIME = ("nvidia-", "cuda-")  # and triton (the compiler; tritonclient is ours)
+
+
+def _cuda_runtime(name: str) -> bool:
+    return name == "triton" or name.startswith(CUDA_RUNTIME)
 
 
 def closure(root: str = "shiftray") -> dict[str, str]:
@@ -39,7 +43,7 @@ def closure(root: str = "shiftray") -> dict[str, str]:
         except md.PackageNotFoundError:
             raise UserInputError(f"{name} is required but not installed here: the lock is "
                                  "written from this environment (make install)") from None  # fmt: skip
-        if name.startswith(CUDA_RUNTIME):
+        if _cuda_runtime(name):
             continue
         if name != root:
             found[name] = Version(dist.version).public

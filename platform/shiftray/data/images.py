@@ -8,8 +8,13 @@ they are trained on:
   GPU; other formats fall back to the CPU decoder and are moved over;
 - on CPU, a thread pool runs torchcodec's decoders (torch ops: they release the GIL).
 
-Every image becomes (3, size, size) float32 in [0, 1]: shorter side resized to ``size``
-(antialiased), then centre-cropped, the same on both paths (up to the decoders' rounding).
+Every image becomes (3, size, size) float32 in [0, 1]: its centre square cropped, then resized
+to ``size`` (antialiased; `fit_square`), the same on both paths (up to the decoders' rounding).
+
+The formats are those the image-folder reader takes (`IMAGE_FORMATS`, by file extension):
+torchcodec reads JPEG, PNG, GIF and WebP; BMP, TIFF and animations (their first frame) are read
+by PIL. `checked_bytes` (training: what is stored) and `decode_any` (serving: a request's
+image) make that choice in one place, so a served image has the pixels the model trained on.
 
 Why torchcodec: torchvision 0.29 deprecates its decoders for it. ``bench/decode.py`` measured
 torchcodec 0.17 against torchvision.io 0.29.1 on CPU (images per CPU-second of one thread, 9
@@ -23,12 +28,66 @@ and GPU alike); torchvision ignored the tag. Its GPU path (batched nvJPEG) is no
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from shiftray.data.readers.imagefolder import IMAGE_FORMATS
+
 JPEG_MAGIC = b"\xff\xd8\xff"
+
+SAME_AS = {"MPO": "JPEG"}  # PIL's name for a camera's multi-picture JPEG (a .jpg)
+TORCHCODEC_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")  # what `decode_rgb` reads
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an encoded image's header declares, read before any pixel is decoded."""
+
+    format: str  # a key of IMAGE_FORMATS
+    width: int
+    height: int
+    animated: bool  # more than one frame: its first frame is the image
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def aspect(self) -> float:
+        """Longer side / shorter side (inf for an empty side)."""
+        short = min(self.width, self.height)
+        return max(self.width, self.height) / short if short > 0 else float("inf")
+
+
+class ImageTooLarge(ValueError):
+    """PIL refused to open the image: its header declares over twice PIL's pixel limit."""
+
+
+def read_header(blob: bytes) -> ImageHeader:
+    """The header of ``blob`` (PIL reads it; no pixel is decoded). Raises ValueError for what is
+    not an image of `IMAGE_FORMATS` (AVIF, HEIC, PPM, ... are refused: no folder holds them)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            fmt = SAME_AS.get(im.format or "", im.format or "")
+            w, h = im.size
+            # an MPO's other pictures (a camera's preview, depth) are no animation: its first
+            # is the JPEG torchcodec reads, EXIF rotation and all
+            animated = bool(getattr(im, "is_animated", False)) and fmt != "JPEG"
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(str(e)) from None
+    except Exception as e:  # PIL raises many types for what is not an image
+        raise ValueError(f"not an image ({type(e).__name__})") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(
+            f"{fmt or 'unknown'} images are not read (only {', '.join(IMAGE_FORMATS)})"
+        )
+    return ImageHeader(fmt, int(w), int(h), animated)
 
 
 def _torchvision():
@@ -44,9 +103,17 @@ def _torchvision():
     return torchcodec.decoders, TF
 
 
-def _fit(img: torch.Tensor, size: int) -> torch.Tensor:
+def fit_square(img: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., H, W) -> (..., size, size): the centre square of side min(H, W), then resized to
+    ``size`` (bilinear, antialiased), in the image's dtype (uint8 in training and serving).
+
+    Cropping first, in the source's pixels, keeps the work and memory O(H W + size^2): resizing
+    the shorter side to ``size`` first would scale a 40,000 x 1 image to 224 x 8,960,000 (6 GB
+    as uint8) before cropping it. The crop is `center_crop`'s (its rounding), a view."""
     _, TF = _torchvision()
-    return TF.center_crop(TF.resize(img, [size], antialias=True), [size, size])
+    side = min(img.shape[-2:])
+    square = TF.center_crop(img, [side, side])
+    return square if side == size else TF.resize(square, [size, size], antialias=True)
 
 
 def decode_rgb(blob: bytes) -> torch.Tensor:
@@ -59,29 +126,56 @@ def decode_rgb(blob: bytes) -> torch.Tensor:
 
 
 def _decode_cpu(blob: bytes, size: int) -> torch.Tensor:
-    return _fit(decode_rgb(blob), size)
+    return fit_square(decode_rgb(blob), size)
+
+
+def _torchcodec_one(blob: bytes, header: ImageHeader) -> torch.Tensor | None:
+    """uint8 (3, H, W) from `decode_rgb` when it reads ``blob`` as one image; None when it is
+    PIL's to read (BMP, TIFF, an animation, a file torchcodec fails on)."""
+    if header.format not in TORCHCODEC_FORMATS or header.animated:
+        return None
+    try:
+        img = decode_rgb(blob)
+    except (RuntimeError, ValueError):
+        return None
+    return img if img.ndim == 3 else None
+
+
+def _pil_rgb(blob: bytes):
+    """The image (an animation's first frame) as a PIL RGB image. Raises ValueError."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            return im.convert("RGB")
+    except Exception as e:  # PIL raises many types for broken files
+        raise ValueError(f"the image does not decode ({type(e).__name__})") from None
+
+
+def decode_any(blob: bytes, header: ImageHeader | None = None) -> torch.Tensor:
+    """Encoded bytes -> uint8 (3, H, W) with the pixels training reads for them: what
+    `checked_bytes` stores, decoded. ``header``: `read_header`'s, when the caller read it to
+    check the size first. Raises ValueError on what neither decoder reads."""
+    img = _torchcodec_one(blob, header or read_header(blob))
+    if img is not None:
+        return img
+    rgb = np.array(_pil_rgb(blob))  # (H, W, 3), a copy numpy owns (torch needs it writable)
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def checked_bytes(blob: bytes) -> bytes | None:
     """``blob`` if the training decoder reads it as one image; else the image (an animation's
     first frame) re-encoded as PNG when PIL reads it (BMP, TIFF, animated GIF, ...); None when
-    nothing does (truncated, not an image).
-    Call `_torchvision` in the calling thread before running this from a pool."""
+    nothing does (truncated, not an image, a format outside `IMAGE_FORMATS`). PNG is lossless:
+    the stored pixels are `decode_any`'s. Call `_torchvision` in the calling thread before
+    running this from a pool."""
     try:
-        if decode_rgb(blob).ndim == 3:  # not an animation
+        if _torchcodec_one(blob, read_header(blob)) is not None:
             return blob
-    except (RuntimeError, ValueError):
-        pass
-    import io as pyio
-
-    from PIL import Image
-
-    try:
-        with Image.open(pyio.BytesIO(blob)) as im:
-            out = pyio.BytesIO()
-            im.convert("RGB").save(out, format="PNG")
-            return out.getvalue()
-    except Exception:  # PIL raises many types for broken files
+        out = io.BytesIO()
+        _pil_rgb(blob).save(out, format="PNG")
+        return out.getvalue()
+    except ValueError:
         return None
 
 
@@ -103,10 +197,10 @@ def decode_batch(
         raw = [torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in jpeg]
         decoded = codec.decode_jpeg(raw, mode="RGB", device=device)  # batched nvJPEG
         for i, img in zip(jpeg, decoded, strict=True):
-            out[i] = _fit(img, size)
+            out[i] = fit_square(img, size)
     for i, b in enumerate(blobs):
         if out[i] is None:  # PNG, BMP, ...: CPU decoder, then to the device
-            out[i] = _fit(_decode_cpu(b, size).to(device), size)
+            out[i] = _decode_cpu(b, size).to(device)
     return torch.stack(out).float().div_(255)
 
 

@@ -36,6 +36,13 @@ PACKAGED = {  # hub name -> (pip package, module, folder inside it)
 }  # fmt: skip
 
 
+def tokenizer_of(backbone: str) -> str:
+    """The tokenizer a backbone reads texts with (its hub name or folder), "" for one that reads
+    numbers. The one place an input contract learns that a model reads texts
+    (`shiftray.data.readers.base.job_input_contract`); serving asks the contract, never names."""
+    return backbone.removeprefix("hf/") if backbone.startswith("hf/") else ""
+
+
 def resolve(name: str) -> str:
     """A local folder for ``name`` when a package ships it (or it is a folder), else ``name``."""
     if Path(name).expanduser().is_dir():

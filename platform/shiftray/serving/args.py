@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shiftray.serving.auth import AuthArgs
 from shiftray.serving.catalog import check_name, root_models
 
 
@@ -24,7 +25,18 @@ class AppArgs(BaseModel):
     )
     max_batch_size: int = Field(32, ge=1, le=4096, description="requests per forward pass")
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, le=5, description="how long a batch waits to fill up"
+        0.0,
+        ge=0,
+        le=5,
+        description="how long a batch waits to fill up (0: a batch is what "
+        "queued while the previous one ran; a lone request waits for nothing)",
+    )
+    max_queued_requests: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description="prediction requests a replica holds waiting beyond one "
+        "batch; past max_batch_size + this, 503 with Retry-After at once",
     )
     max_models_per_replica: int = Field(
         4, ge=1, description="models one replica keeps loaded (least recently used leaves)"
@@ -39,6 +51,17 @@ class AppArgs(BaseModel):
     )
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = Field(None, ge=1, description="torch threads per model replica")
+    auth: AuthArgs | None = Field(None, description="API keys (none: the endpoint is open)")
+
+    def admission_limit(self) -> int:
+        """Prediction requests a replica takes at once (running and waiting)."""
+        return self.max_batch_size + self.max_queued_requests
+
+    def max_ongoing_requests(self) -> int:
+        """Ray Serve's per-replica cap, above the admission limit so that the replica's own gate
+        (`shiftray.serving.http.ShedGate`, JSON 503 + Retry-After) decides, and metadata and
+        health requests still get through."""
+        return 2 * self.admission_limit() + 16
 
     @field_validator("models")
     @classmethod

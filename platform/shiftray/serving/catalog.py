@@ -120,7 +120,7 @@ def inspect_model(name: str, path: str | Path) -> ModelCard:
         spec = load_spec(ckpt / "spec.yaml")
         labels = json.loads((ckpt / "labels.json").read_text())
         metadata = _check_weights(ckpt, spec, labels)
-        card.input = InputSpec.of(labels["input_shape"], spec.data.benchmark, spec.model.backbone)
+        card.input = InputSpec.from_checkpoint(labels, spec)
     except Exception as e:  # any failure: this model is not served, the others are
         card.reason = f"{type(e).__name__}: {e}"
         return card

@@ -1,155 +1,148 @@
-"""The HTTP surface: request/response schemas, JSON errors, and the body and content-type gate.
+"""The HTTP surface around the routes: JSON errors, and the gates every request passes before a
+route reads its body.
 
 Every error is ``{"error": "<what was wrong and what is expected>"}`` with a 4xx status for the
-client's mistakes: 400 invalid JSON, 404 unknown model or path, 405 wrong method, 413 body over
-the limit, 415 not JSON, 422 a body or instance that does not fit the model. 503 means the
-model cannot answer now (not ready, its replica died, timed out); 500 is only ever a bug.
+client's mistakes: 400 invalid JSON, 401/403 no or wrong API key (`shiftray.serving.auth`), 404
+unknown model or path, 405 wrong method, 413 body over the limit, 415 not a content type the
+route reads, 422 a body or instance that does not fit the model. 503 means the model cannot
+answer now (not ready, its replica died, past the request timeout, or the replica's queue is
+full: then with ``Retry-After``); 500 is only ever a bug, and its traceback is logged.
+
+The gates are raw ASGI middleware (nothing is read before they pass), configured from the
+application's arguments through ``app.state.args`` (`shiftray.serving.args.AppArgs`):
+
+- `ShedGate`: at most ``max_batch_size + max_queued_requests`` prediction requests in a replica
+  at once; past that a request is answered 503 with ``Retry-After`` at once instead of waiting
+  (latency stays bounded under overload, and a load balancer retries elsewhere);
+- `BodyGate`: 415 for a POST that is not ``application/json`` (or, for the Open Inference
+  Protocol's binary extension, ``application/octet-stream`` with ``Inference-Header-Content-
+  Length``), 415 for a compressed body, 413 for a body over ``max_body_bytes`` (declared or
+  streamed). Ray Serve has no body limit of its own.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import logging
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shiftray.serving.inputs import BadInput
 
+log = logging.getLogger("ray.serve")
+BINARY = "application/octet-stream"
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, **extra) -> None:
         super().__init__(message)
         self.status, self.message, self.extra = status, message, extra
 
 
-def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
-# -- schemas (OpenAPI at /docs and /openapi.json) -----------------------------------------------
-
-
-class V1Request(BaseModel):
-    """KServe V1 ``:predict`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-    instances: list[Any] = Field(
-        ...,
-        description='one per input: a list of numbers (feature vector), an array (image), '
-        '{"b64": "<base64 PNG/JPEG>"} (image), or a string (text model)',
-    )
-
-
-class V1Prediction(BaseModel):
-    label: str
-    index: int
-    probabilities: list[float] = Field(..., description="class probabilities, in `labels` order")
-    shift_score: float | None = Field(
-        None, description="0..1: share of target training inputs more target-like than this one"
-    )
-    target_probability: float | None = Field(
-        None, description="P(target) by the DANN/CDAN domain discriminator, when the model has one"
-    )
-
-
-class V1Response(BaseModel):
-    model: str
-    predictions: list[V1Prediction]
-
-
-class V2Tensor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    shape: list[int]
-    datatype: str
-    data: Any
-    parameters: dict[str, Any] | None = None
-
-
-class V2RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class V2Request(BaseModel):
-    """Open Inference Protocol ``/infer`` body: one input tensor named ``input``."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = None
-    inputs: list[V2Tensor]
-    outputs: list[V2RequestedOutput] | None = None
-    parameters: dict[str, Any] | None = None
-
-
-class V2Response(BaseModel):
-    model_name: str
-    id: str | None = None
-    outputs: list[V2Tensor]
-
-
-# -- errors -------------------------------------------------------------------------------------
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
-    errs = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errs):
-        ctx = next(e for e in errs if e.get("type") == "json_invalid").get("ctx", {})
-        return 400, f"the body is not valid JSON ({ctx.get('error', 'parse error')})"
-    parts = []
-    for e in errs[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg')}")
-    more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
-    return 422, "; ".join(parts) + more
+def error(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> Response:
+    body = orjson.dumps({"error": message, **extra})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def install_errors(app: FastAPI) -> None:
+    """Every error a JSON object; a 500 only for a bug, with its traceback in the replica log."""
+
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = _validation_message(exc)
-        return error(status, message)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                 for e in exc.errors()[:5]]  # fmt: skip
+        return error(422, "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return error(exc.status_code, detail)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
+        return error(exc.status_code, detail, headers=exc.headers)
 
     @app.exception_handler(BadInput)
-    async def _bad(_: Request, exc: BadInput) -> JSONResponse:
+    async def _bad(_: Request, exc: BadInput) -> Response:
         return error(exc.status, str(exc))
 
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error(exc.status, exc.message, **exc.extra)
+    async def _api(_: Request, exc: ApiError) -> Response:
+        headers = {"retry-after": "1"} if exc.status == 503 else None
+        return error(exc.status, exc.message, headers=headers, **exc.extra)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.exception("internal error answering %s %s", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}); see the replica's log")
 
 
-# -- the body and content-type gate (raw ASGI: before FastAPI reads anything) -------------------
+async def _send(send, status: int, message: str, headers: list | None = None) -> None:
+    body = orjson.dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
-class BodyGate:
-    """413 for a body over ``limit`` bytes (declared or streamed), 415 for a POST that is not
-    ``application/json``. Ray Serve has no body limit of its own."""
+def _is_prediction(scope) -> bool:
+    return scope["type"] == "http" and scope.get("method") == "POST"
 
-    limit = 8 * 1024 * 1024  # set by the ingress from AppArgs.max_body_bytes
+
+class Admission:
+    """Prediction requests inside this replica (HTTP and gRPC), against its limit."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+
+    def refusal(self, limit: int) -> str:
+        """Why a new request is refused now ("" when admitted: then call `leave` when done)."""
+        if self.inside >= limit:
+            return (f"the replica is at its limit of {limit} requests (max_batch_size + "
+                    "max_queued_requests); retry shortly")  # fmt: skip
+        self.inside += 1
+        return ""
+
+    def leave(self) -> None:
+        self.inside -= 1
+
+
+ADMISSION = Admission()  # one per replica process
+
+
+class ShedGate:
+    """503 + Retry-After, at once, for a prediction request past the replica's bounded queue."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
+        if not _is_prediction(scope):
             return await self.app(scope, receive, send)
+        if refused := ADMISSION.refusal(scope["app"].state.args.admission_limit()):
+            return await _send(send, 503, refused, [(b"retry-after", b"1")])
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ADMISSION.leave()
+
+
+class BodyGate:
+    """415 for a content type or encoding the routes cannot read, 413 for a body over the limit;
+    the body is read once here (at most the limit) and replayed to the route."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not _is_prediction(scope):
+            return await self.app(scope, receive, send)
+        limit = scope["app"].state.args.max_body_bytes
         headers = dict(scope.get("headers") or [])
-        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            shown = ctype or "none"
-            return await _send(send, 415, f"Content-Type {shown!r}: send application/json")
+        if refused := _refused_content(headers):
+            return await _send(send, 415, refused)
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _send(send, 413, self._too_large(int(declared)))
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _send(send, 413, _too_large(int(declared), limit))
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -158,8 +151,8 @@ class BodyGate:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
-            if size > self.limit:
-                return await _send(send, 413, self._too_large(size))
+            if size > limit:
+                return await _send(send, 413, _too_large(size, limit))
         body, sent = b"".join(chunks), False
 
         async def replay():
@@ -171,13 +164,21 @@ class BodyGate:
 
         return await self.app(scope, replay, send)
 
-    def _too_large(self, size: int) -> str:
-        return f"the body is {size:,} bytes or more, over the limit of {self.limit:,}; send fewer instances per request"
+
+def _refused_content(headers: dict[bytes, bytes]) -> str:
+    """Why the body's content type or encoding cannot be read ("" when it can)."""
+    encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+    if encoding not in ("", "identity"):
+        return f"Content-Encoding {encoding!r}: send the body uncompressed"
+    ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        return ""
+    if b"inference-header-content-length" in headers and ctype in ("", BINARY):
+        return ""  # the Open Inference Protocol's binary tensor extension
+    return (f"Content-Type {ctype or 'none'!r}: send application/json (or {BINARY} with "
+            "Inference-Header-Content-Length, the binary tensor extension)")  # fmt: skip
 
 
-async def _send(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
+def _too_large(size: int, limit: int) -> str:
+    return (f"the body is {size:,} bytes or more, over the limit of {limit:,}; send fewer "
+            "instances per request")  # fmt: skip

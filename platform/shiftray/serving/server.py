@@ -1,14 +1,26 @@
-"""The model deployment: several models per replica (``@serve.multiplexed``, least recently used
-leaves), dynamic batching (``@serve.batch``), the drift monitor and its metrics.
+"""A replica's models: the deployment (`shiftray.serving.routes.ModelServer`) is its own HTTP and
+gRPC ingress and holds them, so a request crosses no hop between being received and predicted.
 
-A batch never mixes models: Ray 2.60 splits a batch by multiplexed model id, and the batch
-handler here groups by the model name each request carries as well, so a request is answered by
-the model it names even if that split ever regressed (a Ray bug once mixed them).
+- several models per replica, loaded on first use, least recently used unloaded past
+  ``max_models_per_replica`` (``serve.multiplexed``);
+- dynamic batching per replica (``serve.batch``, greedy: with ``batch_wait_timeout_s`` 0 a batch
+  is whatever queued while the previous one ran, so a lone request waits for nothing); a batch
+  never mixes models: it is split by the model each request names before the forward pass;
+- the drift monitor (`shiftray.serving.monitor`) sees every answered input's features, off the
+  request path, and exports Prometheus metrics;
+- the deployment and its routes: `shiftray.serving.routes` (KServe V1, the Open Inference
+  Protocol over HTTP and gRPC), decoding and encoding in `shiftray.serving.protocols`.
+
+With HAProxy as the ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``, `shiftray.serving.local`), HAProxy
+forwards each connection straight to a replica's own HTTP server: requests are balanced by
+connections, not routed by model, so with several replicas each loads the models it is asked
+for (up to its limit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import weakref
 from collections import defaultdict
@@ -19,136 +31,153 @@ from ray import serve
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from shiftray.serving.args import AppArgs
+from shiftray.serving.catalog import ModelCard, inspect_model
+from shiftray.serving.http import ApiError
+from shiftray.serving.inputs import BadInput
 from shiftray.serving.monitor import DriftMonitor
-from shiftray.serving.predictor import Outputs, Predictor
+from shiftray.serving.predictor import NonFiniteOutput, Prediction, Predictor
 
 
 class ModelUnavailable(RuntimeError):
-    """The model cannot answer (its files failed to load): the ingress answers 503."""
+    """The model cannot answer (its files failed to load): 503."""
 
 
-def _answer(name: str, out: Outputs, batch_rows: int) -> dict[str, Any]:
-    return {
-        "model": name, "probabilities": out.probabilities, "index": out.index,
-        "shift_score": out.shift_score, "target_probability": out.target_probability,
-        "batch_rows": batch_rows, "replica": serve.get_replica_context().replica_tag,
-    }  # fmt: skip
+class Models:
+    """The replica's models: cards, loading, batching, the drift monitor, metrics. The
+    deployment (`shiftray.serving.routes.ModelServer`) holds one and puts the protocols on top."""
 
+    def __init__(self, args: AppArgs, paths: dict[str, str]) -> None:
+        import torch
 
-def model_server(args: AppArgs):
-    """The deployment class, with the batch and multiplexing limits of ``args``."""
+        self.args, self.paths = args, paths
+        torch.set_num_threads(args.threads or max(1, int(os.environ.get("OMP_NUM_THREADS", 1))))
+        self.cards: dict[str, ModelCard] = {n: inspect_model(n, p) for n, p in paths.items()}
+        self.monitor = DriftMonitor(args.drift_window)
+        self.loaded: weakref.WeakValueDictionary[str, Predictor] = weakref.WeakValueDictionary()
+        self.drift_task: asyncio.Task | None = None
+        self.replica = serve.get_replica_context().replica_tag
 
-    @serve.deployment(
-        name="ModelServer",
-        max_ongoing_requests=2 * args.max_batch_size,  # one batch running, the next filling
-        health_check_period_s=10,
-        health_check_timeout_s=30,
-    )
-    class ModelServer:
-        def __init__(self, args: AppArgs, paths: dict[str, str]) -> None:
-            import torch
+        async def load(name: str) -> Predictor:  # LRU-cached per replica by serve.multiplexed
+            return await self._load_model(name)
 
-            self.args, self.paths = args, paths
-            torch.set_num_threads(args.threads or max(1, int(os.environ.get("OMP_NUM_THREADS", 1))))
-            self.monitor = DriftMonitor(args.drift_window)
-            self.loaded: weakref.WeakValueDictionary[str, Predictor] = (
-                weakref.WeakValueDictionary()  # what multiplexing keeps loaded (LRU evicts)
-            )
-            self.drift_task: asyncio.Task | None = None
-            tags = ("model",)
-            self.m_requests = Counter("shiftray_predictions", "inputs answered", tag_keys=tags)
-            self.m_shift = Histogram("shiftray_shift_score", "per-input shift score",
-                                     boundaries=[0.5, 0.8, 0.9, 0.95, 0.99], tag_keys=tags)  # fmt: skip
-            self.m_mmd = Gauge("shiftray_drift_mmd2", "MMD^2 of the window", tag_keys=tags)
-            self.m_p = Gauge("shiftray_drift_p_value", "drift test p-value", tag_keys=tags)
-            self.m_mean = Gauge("shiftray_window_shift_score", "window mean", tag_keys=tags)
+        self._load = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(load)
+        self._batched.set_max_batch_size(args.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+        self._metrics()
 
-        @serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)
-        async def get_model(self, name: str) -> Predictor:
-            if name not in self.paths:
-                raise ModelUnavailable(f"no model named {name!r}")
+    def _metrics(self) -> None:
+        tags = ("model",)
+        self.m_requests = Counter("shiftray_predictions", "inputs answered", tag_keys=tags)
+        self.m_shift = Histogram("shiftray_shift_score", "per-input shift score",
+                                 boundaries=[0.5, 0.8, 0.9, 0.95, 0.99], tag_keys=tags)  # fmt: skip
+        self.m_mmd = Gauge("shiftray_drift_mmd2", "MMD^2 of the window", tag_keys=tags)
+        self.m_p = Gauge("shiftray_drift_p_value", "drift test p-value", tag_keys=tags)
+        self.m_mean = Gauge("shiftray_window_shift_score", "window mean", tag_keys=tags)
+
+    # -- lookups -----------------------------------------------------------------------------
+    def card(self, name: str, ready: bool = True) -> ModelCard:
+        card = self.cards.get(name)
+        if card is None:  # a request names a model; it is never joined to a path
+            raise ApiError(404, f"no model named {name!r}; models: {sorted(self.cards)}")
+        if ready and not card.ready:
+            raise ApiError(503, f"model {name!r} is not ready: {card.reason}")
+        return card
+
+    async def _load_model(self, name: str) -> Predictor:
+        try:
+            model = await asyncio.to_thread(Predictor, self.paths[name], self.args.device,
+                                            name=name)  # fmt: skip
+        except Exception as e:
+            raise ModelUnavailable(f"model {name!r} failed to load: {type(e).__name__}: {e}") from e
+        self.loaded[name] = model
+        self.monitor.forget(name)
+        return model
+
+    # -- prediction --------------------------------------------------------------------------
+    async def predict(self, name: str, x: np.ndarray) -> Prediction:
+        """``x`` (already checked against the model's input contract) -> its `Prediction`;
+        503 when the model cannot answer in ``request_timeout_s``, 422 for a non-finite output."""
+        if self.drift_task is None or self.drift_task.done():
+            self.drift_task = asyncio.create_task(self._drift_loop())
+        timeout = self.args.request_timeout_s
+        try:
+            answer = await asyncio.wait_for(self._batched((name, x)), timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(503, f"model {name!r} did not answer in {timeout} s") from None
+        if isinstance(answer, ModelUnavailable):
+            raise ApiError(503, str(answer))
+        try:
+            answer.check_finite()
+        except NonFiniteOutput as e:
+            raise BadInput(f"instances {e.rows[:10]}: {e}; the input is outside what the model "
+                           "can answer") from None  # fmt: skip
+        return answer
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # set from AppArgs in setup
+    async def _batched(self, items: list[tuple[str, np.ndarray]]) -> list[Any]:
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for i, (name, _) in enumerate(items):
+            by_model[name].append(i)
+        answers: list[Any] = [None] * len(items)
+        for name, idx in by_model.items():
             try:
-                model = await asyncio.to_thread(Predictor, self.paths[name], self.args.device)
-            except Exception as e:
-                raise ModelUnavailable(
-                    f"model {name!r} failed to load: {type(e).__name__}: {e}"
-                ) from e
-            self.loaded[name] = model
-            self.monitor.forget(name)
-            return model
-
-        async def predict(self, name: str, x: np.ndarray) -> dict[str, Any]:
-            if self.drift_task is None or self.drift_task.done():
-                self.drift_task = asyncio.create_task(self._drift_loop())
-            answer = await self._batched((name, x))
-            if isinstance(answer, Exception):  # this request's model failed to load
-                raise answer
-            return answer
-
-        @serve.batch(max_batch_size=args.max_batch_size,
-                     batch_wait_timeout_s=args.batch_wait_timeout_s)  # fmt: skip
-        async def _batched(self, items: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
-            by_model: dict[str, list[int]] = defaultdict(list)
-            for i, (name, _) in enumerate(items):
-                by_model[name].append(i)
-            answers: list[Any] = [None] * len(items)
-            for name, idx in by_model.items():
-                try:
-                    model = await self.get_model(name)
-                except ModelUnavailable as e:
-                    for i in idx:
-                        answers[i] = e
-                    continue
-                x = np.concatenate([items[i][1] for i in idx])
-                out = await asyncio.to_thread(model, x)
-                self._observe(name, out)
-                start = 0
+                model = await self._load(name)
+            except ModelUnavailable as e:
                 for i in idx:
-                    n = len(items[i][1])
-                    answers[i] = _answer(name, out.rows(start, start + n), len(x))
-                    start += n
-            return answers
+                    answers[i] = e
+                continue
+            x = np.concatenate([items[i][1] for i in idx])
+            pred = dataclasses.replace(await asyncio.to_thread(model, x), replica=self.replica)
+            self._observe(name, pred)
+            start = 0
+            for i in idx:
+                n = len(items[i][1])
+                answers[i] = pred.rows(start, start + n)
+                start += n
+        return answers
 
-        def _observe(self, name: str, out: Outputs) -> None:
-            tags = {"model": name}
-            self.m_requests.inc(len(out.index), tags=tags)
-            if out.shift_score is not None:
-                for s in out.shift_score.tolist():
-                    self.m_shift.observe(s, tags=tags)
-            self.monitor.add(name, out.features, out.shift_score, out.target_probability)
+    def _observe(self, name: str, pred: Prediction) -> None:
+        """Count and record finite answers (a non-finite one never enters the drift window)."""
+        ok = np.isfinite(pred.probabilities).all(1)
+        if pred.shift_score is not None:
+            ok &= np.isfinite(pred.shift_score)
+        if not ok.all():
+            pred = pred.take(np.flatnonzero(ok))
+        tags = {"model": name}
+        self.m_requests.inc(len(pred), tags=tags)
+        if pred.shift_score is not None:
+            for s in pred.shift_score.tolist():
+                self.m_shift.observe(s, tags=tags)
+        self.monitor.add(name, pred.features, pred.shift_score, pred.target_probability)
 
-        async def _drift_loop(self) -> None:
-            while True:
-                await asyncio.sleep(self.args.drift_every_s)
-                for name, model in list(self.loaded.items()):
-                    res = await asyncio.to_thread(self.monitor.update, name, model.reference)
-                    if res is None:
-                        continue
-                    tags = {"model": name}
-                    if res.mean_shift_score is not None:
-                        self.m_mean.set(res.mean_shift_score, tags=tags)
-                    if res.mmd2 is not None:
-                        self.m_mmd.set(res.mmd2, tags=tags)
-                        self.m_p.set(res.p_value, tags=tags)
+    # -- drift -------------------------------------------------------------------------------
+    async def _drift_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.args.drift_every_s)
+            for name, model in list(self.loaded.items()):
+                res = await asyncio.to_thread(self.monitor.update, name, model.reference)
+                if res is None:
+                    continue
+                tags = {"model": name}
+                if res.mean_shift_score is not None:
+                    self.m_mean.set(res.mean_shift_score, tags=tags)
+                if res.mmd2 is not None:
+                    self.m_mmd.set(res.mmd2, tags=tags)
+                    self.m_p.set(res.p_value, tags=tags)
 
-        async def drift(self, name: str) -> dict[str, Any]:
-            model = self.loaded.get(name)
-            if model is not None:  # the latest window, tested now if it changed
-                await asyncio.to_thread(self.monitor.update, name, model.reference)
-            return self.monitor.summary(name).as_dict() | {
-                "replica": serve.get_replica_context().replica_tag
-            }
+    async def drift(self, name: str) -> dict[str, Any]:
+        model = self.loaded.get(name)
+        if model is not None:  # the latest window, tested now if it changed
+            await asyncio.to_thread(self.monitor.update, name, model.reference)
+        return self.monitor.summary(name).as_dict() | {"replica": self.replica}
 
-        def shared_bases(self) -> dict[str, Any]:
-            """The LoRA bases this replica holds once for their adapters (fingerprint -> bytes)."""
-            from shiftray.serving.bases import SHARED
+    def shared_bases(self) -> dict[str, Any]:
+        """The LoRA bases this replica holds once for their adapters (fingerprint -> bytes)."""
+        from shiftray.serving.bases import SHARED
 
-            return {"bases": SHARED.held(), "loaded": sorted(self.loaded),
-                    "replica": serve.get_replica_context().replica_tag}  # fmt: skip
+        return {"bases": SHARED.held(), "loaded": sorted(self.loaded), "replica": self.replica}
 
-        def check_health(self) -> None:
-            task = self.drift_task
-            if task is not None and task.done() and not task.cancelled() and task.exception():
-                raise RuntimeError(f"the drift monitor stopped: {task.exception()!r}")
-
-    return ModelServer
+    def check_health(self) -> None:
+        task = self.drift_task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            raise RuntimeError(f"the drift monitor stopped: {task.exception()!r}")

@@ -7,7 +7,7 @@ A checkpoint is a directory ``checkpoint_<step:08d>`` inside the run directory:
 - ``optimizer.pt``        optimizer state, loaded with ``weights_only=True``
 - ``state.json``          step, progress, seed, metrics
 - ``spec.yaml``           the resolved job spec
-- ``labels.json``         class names and input shape
+- ``labels.json``         class names, input shape and input contract (`checkpoint_labels`)
 
 It is written into a hidden temporary directory, flushed, and renamed into place, so a
 directory with the final name is always complete; temporary leftovers are ignored and removed.
@@ -22,12 +22,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from shiftray.models.load import CKPT_RE, list_checkpoints, read_weights
 from shiftray.train.module import TrainModule
+
+if TYPE_CHECKING:
+    from shiftray.config.schema import JobSpec
 
 
 @dataclass
@@ -41,6 +45,19 @@ class TrainState:
     @property
     def progress(self) -> float:
         return self.step / self.total_steps
+
+
+def checkpoint_labels(labels: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """labels.json: ``labels`` (class names, ``input_shape``, tasks) and ``"input"``, the input
+    contract (`shiftray.data.readers.base.InputContract` as JSON: kind, shape, resize, range,
+    dtype, tokenizer) that serving takes, asked of the job's reader and backbone here, while
+    they are the ones the model was trained with."""
+    from shiftray.data.readers.base import job_input_contract
+
+    data = spec.data
+    contract = job_input_contract(data.benchmark, data.options, spec.model.backbone,
+                                  labels["input_shape"])  # fmt: skip
+    return labels | {"input": contract.to_json()}
 
 
 def checkpoint_name(step: int) -> str:

@@ -32,7 +32,7 @@ from shiftray.finetune.freeze import apply_freezing
 from shiftray.finetune.lora import trainable_counts
 from shiftray.finetune.schedule import stage_index
 from shiftray.tracking import Tracker
-from shiftray.train.checkpoint import TrainState
+from shiftray.train.checkpoint import TrainState, checkpoint_labels
 from shiftray.train.optim import set_lr
 from shiftray.train.run import LoopConfig, Run, setup
 from shiftray.train.step import train_step
@@ -41,6 +41,7 @@ from shiftray.train.storage import upload_run_files
 
 def train_loop_per_worker(config: LoopConfig | dict[str, Any]) -> dict[str, Any]:
     run = setup(LoopConfig.of(config))
+    run.labels = checkpoint_labels(run.labels, run.spec)  # with the input contract serving reads
     resume(run)
     tracker = Tracker(run.spec, run.cfg.run_dir, run.start, enabled=run.ctx.rank == 0)
     if run.ctx.rank == 0 and run.start == 0:

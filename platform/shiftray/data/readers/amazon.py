@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -9,7 +10,13 @@ from pydantic import Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark, ReaderOptions, read_libsvm_dense
+from shiftray.data.readers.base import (
+    GH,
+    Benchmark,
+    InputContract,
+    ReaderOptions,
+    read_libsvm_dense,
+)
 
 
 class AmazonOptions(ReaderOptions):
@@ -52,6 +59,12 @@ class AmazonReviews(Benchmark):
     @classmethod
     def domains(cls, opts):
         return AMAZON_DOMAINS
+
+    @classmethod
+    def input_contract(cls, opts, input_shape) -> InputContract:
+        """Word counts and their transforms: never negative; binary ones at most 1."""
+        high = 1.0 if opts.transform == "binary" else None
+        return replace(super().input_contract(opts, input_shape), range=(0.0, high))
 
     @classmethod
     def read(cls, domain, split, opts):

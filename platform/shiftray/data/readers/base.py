@@ -1,14 +1,16 @@
 """The reader contract: a registered benchmark -> domain splits as arrays.
 
 Each benchmark declares its domains, its reader options (a pydantic model, so job specs are
-validated), its files (with original sources and checksums) and how a domain split is read.
+validated), its files (with original sources and checksums), how a domain split is read, and
+what one input is (`Benchmark.input_contract`: written into every checkpoint, read by serving).
 """
 
 from __future__ import annotations
 
 import bz2
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +49,75 @@ class NoOptions(ReaderOptions):
     pass
 
 
+Bound = float | None  # one end of a value range; None: open
+C = TypeVar("C", bound="InputContract")
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What one input of a model is, as its reader gave it to training. Training writes it into
+    the checkpoint (labels.json ``"input"``, `to_json`) and serving takes exactly that, so that
+    no one guesses it from a benchmark's or backbone's name.
+
+    - ``kind``: ``image`` (C, S, S), ``vector`` (D,), ``text`` (L,) token ids of ``tokenizer``
+      (the backbone's), ``tensor`` (any other shape; not served);
+    - ``resize``: how an image of another size fits S x S: ``fit`` (its centre square, resized:
+      `shiftray.data.images.fit_square`), ``stretch`` (the whole image, bilinear, as
+      `shiftray.data.readers.digits.resize_square`) or ``none`` (refused);
+    - ``range``: (low, high) of every value, None at an open end; None: any finite value.
+    """
+
+    kind: Literal["image", "vector", "text", "tensor"]
+    shape: tuple[int, ...]
+    resize: Literal["stretch", "fit", "none"] = "none"
+    dtype: str = "float32"
+    tokenizer: str = ""
+    range: tuple[Bound, Bound] | None = None
+
+    @classmethod
+    def from_shape(cls, input_shape: tuple[int, ...] | list[int]) -> InputContract:
+        """The default: (D,) any finite vector; (C, S, S) an image in [0, 1], fitted."""
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) == 3:
+            return cls("image", shape, "fit", range=(0.0, 1.0))
+        return cls("vector" if len(shape) == 1 else "tensor", shape)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(InputContract)} | {
+            "shape": list(self.shape), "range": None if self.range is None else list(self.range)
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls: type[C], raw: dict[str, Any]) -> C:
+        """The contract ``to_json`` wrote (as ``cls``: serving's `InputSpec` is one)."""
+        known = {f.name for f in fields(InputContract)}
+        out = {k: v for k, v in raw.items() if k in known}  # keys a later version adds: ignored
+        rng = out.get("range")
+        out |= {"shape": tuple(int(s) for s in out["shape"]),
+                "range": None if rng is None else (rng[0], rng[1])}  # fmt: skip
+        return cls(**out)
+
+
+def job_input_contract(benchmark: str, options: dict[str, Any] | None, backbone: str,
+                       input_shape: tuple[int, ...] | list[int]) -> InputContract:  # fmt: skip
+    """What a model trained on ``benchmark`` (``options``; None: the defaults, unvalidated) with
+    ``backbone`` takes: its reader's contract (`Benchmark.input_contract`), a text one when the
+    backbone reads texts (its tokenizer, `shiftray.models.text.tokenizer_of`): a reader of
+    tables cannot know that its column holds token ids."""
+    from shiftray.models.text import tokenizer_of
+    from shiftray.registry import DATASETS
+
+    bench = DATASETS.get(benchmark)
+    Options = bench.Options
+    opts = Options.model_construct() if options is None else Options.model_validate(options)
+    contract = bench.input_contract(opts, tuple(int(s) for s in input_shape))
+    tokenizer = tokenizer_of(backbone)
+    if not tokenizer:
+        return contract
+    return replace(contract, kind="text", resize="none", dtype="int64", tokenizer=tokenizer,
+                   range=None)  # fmt: skip
+
+
 class Benchmark:
     """Base: subclasses set ``name``, ``Options``, ``classes`` and implement ``read``."""
 
@@ -62,6 +133,12 @@ class Benchmark:
     @classmethod
     def read(cls, domain: str, split: str, opts: BaseModel) -> DomainArrays:
         raise NotImplementedError
+
+    @classmethod
+    def input_contract(cls, opts: BaseModel, input_shape: tuple[int, ...]) -> InputContract:
+        """What one input read with ``opts`` is (its shape: the data's): by default
+        `InputContract.from_shape`; readers say more (digits stretch, texts, value ranges)."""
+        return InputContract.from_shape(input_shape)
 
     @classmethod
     def task_labels(cls, domain: str, split: str, opts: BaseModel, column: str

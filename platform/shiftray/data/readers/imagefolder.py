@@ -5,8 +5,11 @@
   encoded bytes (``input`` is binary, decoded in the workers); training reads decode them with
   a thread pool and resize to ``image_size``. Every domain is used whole (transductive).
   Hidden files and folders (``.cache``, ``._x.jpg``) are skipped. Every image is checked with
-  the training decoder when read: formats it does not read (BMP, TIFF, GIF) are re-encoded as
-  PNG; files nothing reads fail the read, named, unless ``on_bad_image: skip``.
+  the training decoder when read: what torchcodec does not read as one image (BMP, TIFF, an
+  animation's first frame) is re-encoded as PNG; files nothing reads, or whose contents are in
+  none of `IMAGE_FORMATS` (an AVIF named .jpg), fail the read, named, unless
+  ``on_bad_image: skip``. Images are fitted to ``image_size`` by `fit_square` (centre square,
+  resized), the function serving fits a request's image with.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ from shiftray.data.arrays import DomainArrays
 from shiftray.data.readers.base import Benchmark
 from shiftray.errors import UserInputError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# the files read as images: PIL's name of their format -> their extensions. Serving takes
+# these formats and no others (`shiftray.data.images.read_header`)
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",), "GIF": (".gif",),
+    "BMP": (".bmp",), "TIFF": (".tif", ".tiff"),
+}  # fmt: skip
+IMAGE_EXTS = tuple(ext for exts in IMAGE_FORMATS.values() for ext in exts)
 
 
 ENCODED_SCHEMA = pa.schema(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -9,7 +10,7 @@ from pydantic import Field
 
 from shiftray.data.arrays import DomainArrays
 from shiftray.data.files import RemoteFile, find_files
-from shiftray.data.readers.base import GH, Benchmark, ReaderOptions
+from shiftray.data.readers.base import GH, Benchmark, InputContract, ReaderOptions
 
 
 class OfficeOptions(ReaderOptions):
@@ -66,6 +67,14 @@ class OfficeCaltech10(Benchmark):
     @classmethod
     def domains(cls, opts):
         return list(OFFICE_FILES)
+
+    @classmethod
+    def input_contract(cls, opts, input_shape) -> InputContract:
+        """SURF histograms: counts never negative, l1-normalised ones at most 1; z-scored ones
+        any finite values."""
+        ranges = {"none": (0.0, None), "l1": (0.0, 1.0), "zscore": None}
+        contract = super().input_contract(opts, input_shape)
+        return replace(contract, range=ranges[opts.domain_normalize])
 
     @classmethod
     def read(cls, domain, split, opts):

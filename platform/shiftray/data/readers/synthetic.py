@@ -8,11 +8,13 @@ a source-only classifier partly survives and an aligned one survives better).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shiftray.data.arrays import DomainArrays
-from shiftray.data.readers.base import Benchmark
+from shiftray.data.readers.base import Benchmark, InputContract
 from shiftray.errors import UserInputError
 
 
@@ -38,6 +40,13 @@ class Synthetic(Benchmark):
     @classmethod
     def domains(cls, opts):
         return ["a", "b"]
+
+    @classmethod
+    def input_contract(cls, opts, input_shape) -> InputContract:
+        """Gaussian blobs: any finite values, also when shaped as (1, s, s) "images" (no
+        encoded image of another size fits them)."""
+        contract = super().input_contract(opts, input_shape)
+        return replace(contract, resize="none", range=None)
 
     @classmethod
     def class_names(cls, opts):

@@ -22,7 +22,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from shiftray.data.arrays import DomainArrays
-from shiftray.data.readers.base import Benchmark, ReaderOptions
+from shiftray.data.readers.base import Benchmark, InputContract, ReaderOptions
 from shiftray.errors import UserInputError
 
 
@@ -189,7 +189,9 @@ def _feature_columns(t: pa.Table, opts: TableOptions) -> list[str]:
         )
     names = set(t.schema.names)
     if both := sorted(set(cols) & set(opts.ignore_columns)):
-        raise UserInputError(f"{opts.path}: {both} are feature columns and ignore_columns (a task's labels?)")
+        raise UserInputError(
+            f"{opts.path}: {both} are feature columns and ignore_columns (a task's labels?)"
+        )
     if missing := [c for c in cols if c not in names]:
         raise UserInputError(f"{opts.path}: feature_columns {missing[:10]} are not columns of it")
     return cols
@@ -238,6 +240,13 @@ class TableFile(Benchmark):
         t = _read_file(opts.path).table
         _check_columns(t, opts)
         return sorted({str(v) for v in _distinct(t, opts.domain)[0]})
+
+    @classmethod
+    def input_contract(cls, opts, input_shape) -> InputContract:
+        """Texts when ``text`` names a column, else any finite feature vector."""
+        if opts.text is not None:
+            return InputContract("text", tuple(input_shape), dtype="int64")
+        return super().input_contract(opts, input_shape)
 
     @classmethod
     def class_names(cls, opts):
