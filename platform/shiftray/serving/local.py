@@ -21,6 +21,10 @@ from shiftray.serving.args import AppArgs
 
 SERVING_ENVIRONMENT = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",  # HAProxy -> replica, no Python proxy in between
+    # Ray starts its workers (Serve's replicas, HAProxy's manager and HAProxy itself) at nice 15,
+    # right for background training, wrong for the process answering requests: at 15 anything
+    # else on the node (a client, a sidecar) takes the cores first
+    "RAY_worker_niceness": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",  # no thread hop per request
     # a request whose replica died before answering is replayed on another (predictions are
     # idempotent); Ray's default retries connection failures only

@@ -22,20 +22,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 import weakref
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from ray import serve
-from ray.serve.metrics import Counter, Gauge, Histogram
+from ray.serve.metrics import Counter, Gauge
 
 from shiftray.serving.args import AppArgs
 from shiftray.serving.catalog import ModelCard, inspect_model
-from shiftray.serving.http import ApiError
+from shiftray.serving.http import ADMISSION, ApiError
 from shiftray.serving.inputs import BadInput
 from shiftray.serving.monitor import DriftMonitor
 from shiftray.serving.predictor import NonFiniteOutput, Prediction, Predictor
+
+INLINE_S = 0.004  # forward passes shorter than this run on the event loop
 
 
 class ModelUnavailable(RuntimeError):
@@ -55,6 +58,8 @@ class Models:
         self.monitor = DriftMonitor(args.drift_window)
         self.loaded: weakref.WeakValueDictionary[str, Predictor] = weakref.WeakValueDictionary()
         self.drift_task: asyncio.Task | None = None
+        self.pass_s: dict[str, float] = {}  # per model: seconds a forward pass takes (average)
+        self.running = 0  # forward passes under way (batched or not)
         self.replica = serve.get_replica_context().replica_tag
 
         async def load(name: str) -> Predictor:  # LRU-cached per replica by serve.multiplexed
@@ -68,8 +73,6 @@ class Models:
     def _metrics(self) -> None:
         tags = ("model",)
         self.m_requests = Counter("shiftray_predictions", "inputs answered", tag_keys=tags)
-        self.m_shift = Histogram("shiftray_shift_score", "per-input shift score",
-                                 boundaries=[0.5, 0.8, 0.9, 0.95, 0.99], tag_keys=tags)  # fmt: skip
         self.m_mmd = Gauge("shiftray_drift_mmd2", "MMD^2 of the window", tag_keys=tags)
         self.m_p = Gauge("shiftray_drift_p_value", "drift test p-value", tag_keys=tags)
         self.m_mean = Gauge("shiftray_window_shift_score", "window mean", tag_keys=tags)
@@ -96,13 +99,20 @@ class Models:
     # -- prediction --------------------------------------------------------------------------
     async def predict(self, name: str, x: np.ndarray) -> Prediction:
         """``x`` (already checked against the model's input contract) -> its `Prediction`;
-        503 when the model cannot answer in ``request_timeout_s``, 422 for a non-finite output."""
+        503 when the model cannot answer in ``request_timeout_s``, 422 for a non-finite output.
+
+        A request alone in the replica is answered at once (a batch of one, without the batch
+        queue's hops); concurrent requests are batched."""
         if self.drift_task is None or self.drift_task.done():
             self.drift_task = asyncio.create_task(self._drift_loop())
         timeout = self.args.request_timeout_s
         try:
-            answer = await asyncio.wait_for(self._batched((name, x)), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                if ADMISSION.inside <= 1 and not self.running:
+                    (answer,) = await self._answer([(name, x)])
+                else:
+                    answer = await self._batched((name, x))
+        except TimeoutError:
             raise ApiError(503, f"model {name!r} did not answer in {timeout} s") from None
         if isinstance(answer, ModelUnavailable):
             raise ApiError(503, str(answer))
@@ -113,28 +123,53 @@ class Models:
                            "can answer") from None  # fmt: skip
         return answer
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # set from AppArgs in setup
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # set from AppArgs in __init__
     async def _batched(self, items: list[tuple[str, np.ndarray]]) -> list[Any]:
+        return await self._answer(items)
+
+    async def _answer(self, items: list[tuple[str, np.ndarray]]) -> list[Any]:
+        """One forward pass per model named in ``items`` (a batch never mixes models); each
+        item's answer, or the `ModelUnavailable` of its model."""
         by_model: dict[str, list[int]] = defaultdict(list)
         for i, (name, _) in enumerate(items):
             by_model[name].append(i)
         answers: list[Any] = [None] * len(items)
-        for name, idx in by_model.items():
-            try:
-                model = await self._load(name)
-            except ModelUnavailable as e:
-                for i in idx:
-                    answers[i] = e
-                continue
-            x = np.concatenate([items[i][1] for i in idx])
-            pred = dataclasses.replace(await asyncio.to_thread(model, x), replica=self.replica)
-            self._observe(name, pred)
-            start = 0
-            for i in idx:
-                n = len(items[i][1])
-                answers[i] = pred.rows(start, start + n)
-                start += n
+        self.running += 1
+        try:
+            for name, idx in by_model.items():
+                try:
+                    model = await self._load(name)
+                except ModelUnavailable as e:
+                    for i in idx:
+                        answers[i] = e
+                    continue
+                x = np.concatenate([items[i][1] for i in idx])
+                pred = dataclasses.replace(await self._forward(name, model, x),
+                                           replica=self.replica)  # fmt: skip
+                self._observe(name, pred)
+                bounds = np.cumsum([0] + [len(items[i][1]) for i in idx])
+                for i, start, stop in zip(idx, bounds[:-1], bounds[1:], strict=True):
+                    answers[i] = pred.rows(start, stop)
+        finally:
+            self.running -= 1
         return answers
+
+    async def _forward(self, name: str, model: Predictor, x: np.ndarray) -> Prediction:
+        """The forward pass: on the event loop when this model's passes are short (handing a
+        short pass to a thread costs more than it saves: the GIL goes back and forth between the
+        thread and the loop), else in a thread, so the loop reads the next requests meanwhile."""
+
+        def timed() -> Prediction:
+            start = time.perf_counter()
+            pred = model(x)
+            took = time.perf_counter() - start  # the pass itself, not the hop to a thread
+            last = self.pass_s.get(name)
+            self.pass_s[name] = took if last is None else 0.8 * last + 0.2 * took
+            return pred
+
+        if self.pass_s.get(name, float("inf")) > INLINE_S:
+            return await asyncio.to_thread(timed)
+        return timed()
 
     def _observe(self, name: str, pred: Prediction) -> None:
         """Count and record finite answers (a non-finite one never enters the drift window)."""
@@ -143,11 +178,7 @@ class Models:
             ok &= np.isfinite(pred.shift_score)
         if not ok.all():
             pred = pred.take(np.flatnonzero(ok))
-        tags = {"model": name}
-        self.m_requests.inc(len(pred), tags=tags)
-        if pred.shift_score is not None:
-            for s in pred.shift_score.tolist():
-                self.m_shift.observe(s, tags=tags)
+        self.m_requests.inc(len(pred), tags={"model": name})
         self.monitor.add(name, pred.features, pred.shift_score, pred.target_probability)
 
     # -- drift -------------------------------------------------------------------------------
