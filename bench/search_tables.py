@@ -21,6 +21,30 @@ def fmt(x, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def rule_tables(searches: list[dict]) -> None:
+    """The leave-one-benchmark-out rule (shiftray.search.selection): each benchmark's validator,
+    chosen on the others' searches, and what it picks per search against the oracle."""
+    from shiftray.search.selection import benchmark_of, choose, picks
+
+    print("| benchmark | validator (chosen on the other benchmarks) | its mean rho there | runner-up |")
+    print("|---|---|---|---|")
+    for b in sorted({benchmark_of(s) for s in searches}):
+        c = choose(searches, b)
+        second = c.ranking[1] if len(c.ranking) > 1 else ("-", None)
+        print(f"| {b} | {c.validator.removeprefix('validator/')} | {fmt(c.mean_rho, 3)} | "
+              f"{second[0].removeprefix('validator/')} ({fmt(second[1], 3)}) |")  # fmt: skip
+    print()
+    print("| search | validator | its pick | oracle-best | default | pick - oracle |")
+    print("|---|---|---|---|---|---|")
+    rows = picks(searches)
+    for p in rows:
+        print(f"| {p.search} | {p.validator.removeprefix('validator/')} | {fmt(p.target_acc)} | "
+              f"{fmt(p.oracle_acc)} | {fmt(p.default_acc)} | {fmt(p.gap)} |")  # fmt: skip
+    gaps = [p.gap for p in rows]
+    print(f"| mean over {len(rows)} searches | | | | | {fmt(sum(gaps) / len(gaps))} |")
+    print()
+
+
 def main() -> None:
     order = ["mnist-usps", "usps-mnist", "amazon", "office"]  # digits first: IM was chosen there
     found = (ROOT / "bench/results").glob("search-*.json")
@@ -28,6 +52,7 @@ def main() -> None:
         found, key=lambda p: [k in p.name for k in order].index(True) if any(k in p.name for k in order) else 9
     )
     searches = [json.loads(p.read_text()) for p in paths]
+    rule_tables(searches)
     names = [s["name"] for s in searches]
     keys = sorted({k for s in searches for k in s["validators"]})
     print("| validator | " + " | ".join(names) + " | mean |")
