@@ -8,7 +8,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export WANDB_SILENT ?= true
 
-.PHONY: install demo test test-fast lint bench bench-accuracy bench-serve bench-serve-quick clean
+.PHONY: install demo test test-fast lint docs bench bench-accuracy bench-serve bench-serve-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check platform serve jobs tests bench
 
+# the docs site (mkdocs.yml, docs/) into site/, offline; --strict: a broken link or reference fails
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 bench: bench-accuracy
 
 bench-accuracy: $(STAMP)
@@ -53,4 +57,4 @@ bench-serve-quick: $(VENV)-peers/.installed
 	$(BIN)/python bench/serve_load.py --quick
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

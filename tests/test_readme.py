@@ -1,5 +1,8 @@
-"""The README's ```bash blocks are commands users copy: run every one of them; its ```console
-blocks that show output (`$ command` then what it prints) are run and compared."""
+"""The code blocks of the README and of every docs page (docs/**/*.md) are what users copy:
+its ```bash blocks and ```python blocks are run, from the repository root; its ```console blocks
+that show output (`$ command` then what it prints) are run and compared. Blocks that cannot run
+here (a cluster, a cloud) are ```text, or ```console without a `$ ` prompt. A block that appears
+in several files (the README's tour repeats some of the pages') is run once."""
 
 import os
 import re
@@ -10,30 +13,58 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def test_readme_has_runnable_blocks():
-    assert BLOCKS
+def blocks(lang: str) -> list[tuple[str, str]]:
+    """(where, block) for each ```lang block of the pages, first occurrence of each block only;
+    ``where`` is ``page:line`` (the line of the opening fence)."""
+    seen: dict[str, str] = {}
+    for page in PAGES:
+        text = page.read_text()
+        for m in re.finditer(rf"```{lang}\n(.*?)```", text, re.S):
+            line = text.count("\n", 0, m.start()) + 1
+            seen.setdefault(m.group(1), f"{page.relative_to(ROOT)}:{line}")
+    return [(where, block) for block, where in seen.items()]
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.split()[1] if len(b.split()) > 1 else b)
-def test_readme_block_runs(block, real_data, tmp_path):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+SHELL = blocks("bash")
+PYTHON = blocks("python")
+# ```console blocks that show a command's output: `$ command` lines, each followed by what it
+# prints; run here and compared line by line ("..." in a page stands for any lines)
+PROMPTED = [(w, b) for w, b in blocks("console") if b.startswith("$ ")]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_pages_have_runnable_blocks():
+    assert SHELL and PYTHON
+    assert any(w.startswith("README.md") for w, _ in SHELL)
+
+
+@pytest.mark.parametrize(("where", "block"), SHELL, ids=[w for w, _ in SHELL])
+def test_shell_block_runs(where, block, real_data):
     for line in block.splitlines():
         cmd = line.split("  #")[0].strip()
         if not cmd:
             continue
         proc = subprocess.run(
-            cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            cmd, shell=True, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
         )
-        assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, f"{where}: {cmd}\n{proc.stdout}\n{proc.stderr}"
 
 
-# ```console blocks that show a command's output: `$ command` lines, each followed by what it
-# prints; run here and compared line by line ("..." in the README stands for any lines)
-PROMPTED = [b for b in re.findall(r"```console\n(.*?)```", README, re.S) if b.startswith("$ ")]
+@pytest.mark.parametrize(("where", "block"), PYTHON, ids=[w for w, _ in PYTHON])
+def test_python_block_runs(where, block, real_data, tmp_path):
+    script = tmp_path / "block.py"
+    script.write_text(block)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{where}\n{proc.stdout}\n{proc.stderr}"
 
 
 def _sessions(block: str) -> list[tuple[str, list[str]]]:
@@ -54,29 +85,18 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
     return bool(actual) and actual[0] == expected[0] and _matches(expected[1:], actual[1:])
 
 
-def test_readme_shows_command_output():
-    assert PROMPTED  # the README shows at least one command with its output
+def test_pages_show_command_output():
+    assert PROMPTED  # the pages show at least one command with its output
 
 
-@pytest.mark.parametrize("block", PROMPTED, ids=lambda b: b.split()[2] if len(b.split()) > 2 else b)
-def test_readme_console_output_is_what_the_command_prints(block, real_data):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+@pytest.mark.parametrize(("where", "block"), PROMPTED, ids=[w for w, _ in PROMPTED])
+def test_console_output_is_what_the_command_prints(where, block, real_data):
     for cmd, expected in _sessions(block):
         proc = subprocess.run(
-            cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            cmd, shell=True, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
         )
         actual = [line.rstrip() for line in (proc.stdout + proc.stderr).splitlines()]
         assert _matches(expected, actual), (
-            f"$ {cmd}\nREADME:\n" + "\n".join(expected) + ("\nprinted:\n" + "\n".join(actual))
-        )
-
-
-def test_readme_spec_reference_is_the_generated_one():
-    """The README's job-spec reference is `shiftray reference`'s output, so it cannot drift
-    from the schema (regenerate: shiftray reference, paste between the markers)."""
-    from shiftray.config.reference import spec_reference
-
-    copy = README.split("<!-- spec-reference:begin -->\n")[1].split("<!-- spec-reference:end -->")[
-        0
-    ]
-    assert copy == spec_reference()
+            f"{where}: $ {cmd}\nshown:\n" + "\n".join(expected)
+            + "\nprinted:\n" + "\n".join(actual)
+        )  # fmt: skip

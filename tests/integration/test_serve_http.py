@@ -500,8 +500,9 @@ def _vm(pid: int, field: str) -> int:
 
 
 def test_past_its_queue_a_replica_sheds_load_with_503_and_recovers(served):
-    """~4x what the replica sustains, open loop, for 20 s: every answer is a 200 or a JSON 503
-    with Retry-After (never another 5xx), and once the load stops it answers 200 again."""
+    """~4x what the replica sustains, open loop, for 20 s: every answer is a 200 or a 503 with
+    Retry-After (Serve's backpressure: never another 5xx), and once the load stops it answers
+    200 again."""
     import asyncio
 
     import aiohttp
@@ -516,7 +517,7 @@ def test_past_its_queue_a_replica_sheds_load_with_503_and_recovers(served):
         async with session.post(url, json=body) as r:
             codes[r.status] = codes.get(r.status, 0) + 1
             if r.status == 503:
-                rejected_json.append((await r.json(), r.headers.get("retry-after")))
+                rejected_json.append((await r.text(), r.headers.get("retry-after")))
 
     async def drive():
         rejected: list = []
@@ -531,7 +532,7 @@ def test_past_its_queue_a_replica_sheds_load_with_503_and_recovers(served):
 
     rejected = asyncio.run(drive())
     assert set(codes) <= {200, 503} and codes.get(503, 0) > 0, codes
-    assert all("error" in j and after == "1" for j, after in rejected[:50])
+    assert all(after == "1" and text for text, after in rejected[:50])
     for _ in range(50):  # recovered
         if requests.post(url, json=body).status_code == 200:
             break
@@ -627,7 +628,7 @@ def test_fuzz_every_route_generated_from_the_openapi_schema(served):
         r = case.call(base_url=base, timeout=60)
         counts[case.path] = counts.get(case.path, 0) + 1
         assert r.status_code < 500 or r.status_code == 503, (case.as_curl_command(), r.text)
-        if r.status_code >= 400:
+        if 400 <= r.status_code < 500:
             assert isinstance(r.json().get("error"), str), (case.as_curl_command(), r.text)
 
     for path, per_model in (("/v1/models/{name}:predict", 250), ("/v2/models/{name}/infer", 250)):

@@ -271,12 +271,11 @@ def test_app_args_name_models_and_refuse_paths_as_names(tmp_path):
 
 def _gated_app(**limits):
     from fastapi import FastAPI, Request
-    from shiftray.serving.http import BodyGate, ShedGate, install_errors
+    from shiftray.serving.http import BodyGate, install_errors
     from shiftray.serving.protocols.common import parse_json
 
     app = FastAPI()
     app.add_middleware(BodyGate)
-    app.add_middleware(ShedGate)
     install_errors(app)
     app.state.args = AppArgs(models={"m": "runs/m"}, **limits)
 
@@ -315,36 +314,12 @@ def test_body_gate_answers_413_and_415_before_the_app_reads_anything():
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
 
 
-def test_shed_gate_answers_503_with_retry_after_past_the_replicas_limit():
-    """Requests past max_batch_size + max_queued_requests are refused at once, not queued."""
-    import asyncio
+def test_the_replica_sheds_load_through_serves_backpressure():
+    """A replica works on one batch's worth of requests, holds max_queued_requests more, and
+    refuses the rest at once with 503 + Retry-After (Serve's check, before any Python of ours)."""
+    from shiftray.serving.app import build_app
 
-    from shiftray.serving.http import ADMISSION, ShedGate
-
-    async def slow(scope, receive, send):
-        await asyncio.sleep(0.2)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    class App:
-        state = type("S", (), {"args": AppArgs(models={"m": "runs/m"}, max_batch_size=2,
-                                               max_queued_requests=1)})  # fmt: skip
-
-    async def one(gate):
-        sent = []
-
-        async def send(m):
-            sent.append(m)
-
-        scope = {"type": "http", "method": "POST", "app": App, "headers": []}
-        await gate(scope, None, send)
-        return sent[0]["status"], dict(sent[0]["headers"])
-
-    async def main():
-        gate = ShedGate(slow)
-        return await asyncio.gather(*(one(gate) for _ in range(5)))
-
-    answers = asyncio.run(main())
-    assert sorted(s for s, _ in answers) == [200, 200, 200, 503, 503]
-    assert all(h[b"retry-after"] == b"1" for s, h in answers if s == 503)
-    assert ADMISSION.inside == 0  # every admitted request left
+    app = build_app({"models": {"m": "/nowhere"}, "max_batch_size": 8, "max_queued_requests": 3})
+    d = app._bound_deployment
+    assert d.max_ongoing_requests == 8 and d.max_queued_requests == 3
+    assert d.backpressure_config.status_code == 503 and d.backpressure_config.retry_after_s == 1

@@ -20,7 +20,11 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         from shiftray.serving.auth import KeyRing
 
         KeyRing.load(args.auth.keys_file)
-    options: dict[str, Any] = {"max_ongoing_requests": args.max_ongoing_requests()}
+    options: dict[str, Any] = {  # Serve's own backpressure: the cheapest place to refuse
+        "max_ongoing_requests": args.max_ongoing_requests(),
+        "max_queued_requests": args.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": 1},
+    }
     if args.replicas is not None:
         options["num_replicas"] = args.replicas
     if args.device == "cuda":  # Ray hides every GPU from an actor that asks for none

@@ -53,15 +53,10 @@ class AppArgs(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads per model replica")
     auth: AuthArgs | None = Field(None, description="API keys (none: the endpoint is open)")
 
-    def admission_limit(self) -> int:
-        """Prediction requests a replica takes at once (running and waiting)."""
-        return self.max_batch_size + self.max_queued_requests
-
     def max_ongoing_requests(self) -> int:
-        """Ray Serve's per-replica cap, above the admission limit so that the replica's own gate
-        (`shiftray.serving.http.ShedGate`, JSON 503 + Retry-After) decides, and metadata and
-        health requests still get through."""
-        return 2 * self.admission_limit() + 16
+        """Requests a replica works on at once (decoding, batching, predicting): one batch's
+        worth; the next ``max_queued_requests`` wait, and past them Serve answers 503 at once."""
+        return self.max_batch_size
 
     @field_validator("models")
     @classmethod

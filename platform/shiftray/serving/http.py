@@ -5,15 +5,13 @@ Every error is ``{"error": "<what was wrong and what is expected>"}`` with a 4xx
 client's mistakes: 400 invalid JSON, 401/403 no or wrong API key (`shiftray.serving.auth`), 404
 unknown model or path, 405 wrong method, 413 body over the limit, 415 not a content type the
 route reads, 422 a body or instance that does not fit the model. 503 means the model cannot
-answer now (not ready, its replica died, past the request timeout, or the replica's queue is
-full: then with ``Retry-After``); 500 is only ever a bug, and its traceback is logged.
+answer now (not ready, its replica died, past the request timeout; or the replica's queue is
+full: then Ray Serve's own backpressure answers, with ``Retry-After``, before anything here
+runs); 500 is only ever a bug, and its traceback is logged.
 
-The gates are raw ASGI middleware (nothing is read before they pass), configured from the
+The gate is raw ASGI middleware (nothing is read before they pass), configured from the
 application's arguments through ``app.state.args`` (`shiftray.serving.args.AppArgs`):
 
-- `ShedGate`: at most ``max_batch_size + max_queued_requests`` prediction requests in a replica
-  at once; past that a request is answered 503 with ``Retry-After`` at once instead of waiting
-  (latency stays bounded under overload, and a load balancer retries elsewhere);
 - `BodyGate`: 415 for a POST that is not ``application/json`` (or, for the Open Inference
   Protocol's binary extension, ``application/octet-stream`` with ``Inference-Header-Content-
   Length``), 415 for a compressed body, 413 for a body over ``max_body_bytes`` (declared or
@@ -86,44 +84,6 @@ async def _send(send, status: int, message: str, headers: list | None = None) ->
 
 def _is_prediction(scope) -> bool:
     return scope["type"] == "http" and scope.get("method") == "POST"
-
-
-class Admission:
-    """Prediction requests inside this replica (HTTP and gRPC), against its limit."""
-
-    def __init__(self) -> None:
-        self.inside = 0
-
-    def refusal(self, limit: int) -> str:
-        """Why a new request is refused now ("" when admitted: then call `leave` when done)."""
-        if self.inside >= limit:
-            return (f"the replica is at its limit of {limit} requests (max_batch_size + "
-                    "max_queued_requests); retry shortly")  # fmt: skip
-        self.inside += 1
-        return ""
-
-    def leave(self) -> None:
-        self.inside -= 1
-
-
-ADMISSION = Admission()  # one per replica process
-
-
-class ShedGate:
-    """503 + Retry-After, at once, for a prediction request past the replica's bounded queue."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if not _is_prediction(scope):
-            return await self.app(scope, receive, send)
-        if refused := ADMISSION.refusal(scope["app"].state.args.admission_limit()):
-            return await _send(send, 503, refused, [(b"retry-after", b"1")])
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            ADMISSION.leave()
 
 
 class BodyGate:

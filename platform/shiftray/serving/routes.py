@@ -23,7 +23,7 @@ from tritonclient.grpc import service_pb2 as pb
 from shiftray.serving.args import AppArgs
 from shiftray.serving.auth import AuthError, KeyGate, KeyRing, caller
 from shiftray.serving.docs import install_docs
-from shiftray.serving.http import ADMISSION, ApiError, BodyGate, ShedGate, install_errors
+from shiftray.serving.http import ApiError, BodyGate, install_errors
 from shiftray.serving.inputs import BadInput
 from shiftray.serving.predictor import Prediction
 from shiftray.serving.protocols import kserve_v1, oip_grpc, oip_v2
@@ -38,7 +38,6 @@ api = FastAPI(
     version="2", docs_url=None, redoc_url=None,
 )  # fmt: skip
 api.add_middleware(BodyGate)
-api.add_middleware(ShedGate)
 api.add_middleware(KeyGate)  # the last added runs first: 401/403 before anything else
 install_errors(api)
 install_docs(api)
@@ -195,15 +194,8 @@ class ModelServer:
                            self.ring, request.name)  # fmt: skip
 
     async def ModelInfer(self, request, grpc_context=None):
-        if refused := ADMISSION.refusal(self.args.admission_limit()):
-            grpc_context.set_code(oip_grpc.STATUS[503])
-            grpc_context.set_details(refused)
-            return pb.ModelInferResponse()
-        try:
-            return await _grpc(grpc_context, pb.ModelInferResponse, self._model_infer, request,
-                               self.ring, request.model_name)  # fmt: skip
-        finally:
-            ADMISSION.leave()
+        return await _grpc(grpc_context, pb.ModelInferResponse, self._model_infer, request,
+                           self.ring, request.model_name)  # fmt: skip
 
     async def _model_ready(self, request):
         card = self.models.card(request.name, ready=False)

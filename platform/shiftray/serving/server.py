@@ -33,7 +33,7 @@ from ray.serve.metrics import Counter, Gauge
 
 from shiftray.serving.args import AppArgs
 from shiftray.serving.catalog import ModelCard, inspect_model
-from shiftray.serving.http import ADMISSION, ApiError
+from shiftray.serving.http import ApiError
 from shiftray.serving.inputs import BadInput
 from shiftray.serving.monitor import DriftMonitor
 from shiftray.serving.predictor import NonFiniteOutput, Prediction, Predictor
@@ -60,6 +60,7 @@ class Models:
         self.drift_task: asyncio.Task | None = None
         self.pass_s: dict[str, float] = {}  # per model: seconds a forward pass takes (average)
         self.running = 0  # forward passes under way (batched or not)
+        self.waiting = 0  # predictions asked for and not answered yet
         self.replica = serve.get_replica_context().replica_tag
 
         async def load(name: str) -> Predictor:  # LRU-cached per replica by serve.multiplexed
@@ -106,14 +107,17 @@ class Models:
         if self.drift_task is None or self.drift_task.done():
             self.drift_task = asyncio.create_task(self._drift_loop())
         timeout = self.args.request_timeout_s
+        self.waiting += 1
         try:
             async with asyncio.timeout(timeout):
-                if ADMISSION.inside <= 1 and not self.running:
+                if self.waiting == 1 and not self.running:  # alone
                     (answer,) = await self._answer([(name, x)])
                 else:
                     answer = await self._batched((name, x))
         except TimeoutError:
             raise ApiError(503, f"model {name!r} did not answer in {timeout} s") from None
+        finally:
+            self.waiting -= 1
         if isinstance(answer, ModelUnavailable):
             raise ApiError(503, str(answer))
         try:
