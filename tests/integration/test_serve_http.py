@@ -123,7 +123,8 @@ def served(digits, keys):
     serve.start(http_options={"host": "127.0.0.1", "port": port},
                 grpc_options={"port": grpc_port, "grpc_servicer_functions": [SERVICER]})  # fmt: skip
     args = {"models_root": str(root), "max_batch_size": 16, "drift_window": 256,
-            "drift_every_s": 0.5, "threads": 1, "max_models_per_replica": 8}  # fmt: skip
+            "drift_every_s": 0.5, "threads": 1, "max_models_per_replica": 8,
+            "max_queued_requests": 64}  # fmt: skip  # the tests' bursts of 32 calls fit
     serve.run(build_app(args), name="shiftray", route_prefix="/")
     secure = {"models": {n: str(root / n) for n in ("dann", "erm")}, "threads": 1,
               "auth": {"keys_file": str(keys[0])}}  # fmt: skip
