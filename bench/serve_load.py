@@ -6,10 +6,13 @@ Servers (each its own process tree, all started for a model, idle when not under
             the baseline every ratio is to, measured in the same round;
   litserve  LitServe (LitAPI decode/predict/encode), one API server + one inference worker,
             batching off; litserve-batch: the same with LitServe's batching on
-            (max_batch_size --litserve-batch, --litserve-batch-timeout to fill);
+            (max_batch_size: as shiftray's, --litserve-batch-timeout to fill);
   kserve    KServe's `kserve.Model` + `ModelServer`, its native V2 route;
   shiftray  `shiftray serve NAME=RUN_DIR --port P` as a subprocess, env SHIFTRAY_SERVE_ENV
             (bench/serve_peers/servers.py) + --shiftray-env; ready when /v2/health/ready is 200.
+Batching servers (shiftray, litserve-batch) use the same max batch: the model's best direct batch
+(inputs per second of the predictor called in this process at 1..32, measured first), or
+--max-batch-size.
 Request: one Open Inference Protocol V2 JSON FP32 tensor [1, *shape] to /v2/models/NAME/infer
 (LeNet [1,1,28,28], EfficientNet-Lite0 [1,3,224,224], see bench/serve_peers/runs.py), plus
 shiftray-only rows "shiftray-binary": the same tensor in the binary tensor extension (until the
@@ -51,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_result  # noqa: E402
 from serve_peers import overload, runs, servers, wrk  # noqa: E402
@@ -80,7 +85,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every server")
     p.add_argument("--peers-python", default=str(ROOT / ".venv-peers/bin/python"))
-    p.add_argument("--litserve-batch", type=int, default=8, help="litserve-batch's max_batch_size")
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help="the batching servers' (shiftray, litserve-batch) max batch; default: the "
+                        "model's best direct batch, measured first (on a CPU a larger batch is not "
+                        "always faster per input)")  # fmt: skip
     p.add_argument("--litserve-batch-timeout", type=float, default=0.005, help="seconds")
     p.add_argument("--shiftray-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
@@ -119,11 +127,34 @@ def targets(live: dict, binary: bool) -> list[tuple[str, str, str]]:
     return out
 
 
-def define(model: str, run_dir: Path, args, logs: Path) -> dict[str, servers.Server]:
+BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+def best_batch(run_dir: Path, model: str, threads: int) -> tuple[int, dict[int, float]]:
+    """The batch size at which the predictor answers the most inputs per second, called
+    directly in this process with the servers' threads; inputs per second at each size."""
+    import torch
+    from shiftray.serving.predictor import Predictor
+
+    torch.set_num_threads(threads)
+    pred, shape = Predictor(run_dir), runs.SHAPES[model]
+    rate = {}
+    for b in BATCHES:
+        x = np.random.default_rng(0).random((b, *shape), dtype=np.float32)
+        for _ in range(2):
+            pred(x)
+        n, start = max(4, 64 // b), time.perf_counter()
+        for _ in range(n):
+            pred(x)
+        rate[b] = round(b * n / (time.perf_counter() - start), 1)
+    return max(rate, key=rate.get), rate
+
+
+def define(model: str, run_dir: Path, args, logs: Path, batch: int) -> dict[str, servers.Server]:
     env = dict(kv.split("=", 1) for kv in args.shiftray_env)
     return servers.define(args.servers.split(","), model, run_dir, args.threads,
-                          args.peers_python, logs, args.litserve_batch,
-                          args.litserve_batch_timeout, env, args.shiftray_arg)  # fmt: skip
+                          args.peers_python, logs, batch, args.litserve_batch_timeout, env,
+                          ["--max-batch-size", str(batch), *args.shiftray_arg])  # fmt: skip
 
 
 def start(model: str, run_dir: Path, defs: dict, args) -> dict[str, servers.Server]:
@@ -254,8 +285,11 @@ def main() -> None:
     for model in args.models.split(","):
         run_dir = Path(args.lenet_run) if model == "lenet" and args.lenet_run else None
         run_dir = run_dir or runs.model_run(model, tmp)
-        print(f"{model}: {run_dir}", flush=True)
-        defs = define(model, run_dir, args, tmp)
+        batch, sweep = best_batch(run_dir, model, args.threads)
+        batch = args.max_batch_size or batch
+        print(f"{model}: {run_dir}; direct inputs/s by batch {sweep}: batching servers use "
+              f"max batch {batch}", flush=True)  # fmt: skip
+        defs = define(model, run_dir, args, tmp, batch)
         try:
             live = start(model, run_dir, defs, args)
             idle = idle_cpu(live)
@@ -272,7 +306,8 @@ def main() -> None:
             wrk.cleanup()
             if run_dir.parent == tmp:  # written here: weights go, the servers' logs stay
                 shutil.rmtree(run_dir, ignore_errors=True)
-        info[model] = {"run_dir": str(run_dir), "servers": {n: {
+        info[model] = {"run_dir": str(run_dir), "max_batch": batch, "direct_per_s": sweep,
+                       "servers": {n: {
             "argv": s.argv, "skipped": s.skipped, "ready_s": s.started_s if not s.skipped else None,
             "check": s.check, "idle_cpu_pct": idle.get(n), "log": str(s.log)}
             for n, s in defs.items()}}  # fmt: skip
@@ -301,7 +336,7 @@ def main() -> None:
     from shiftray import provenance
 
     keys = ("quick", "threads", "pause_idle", "rounds", "seconds", "warmup", "concurrency",
-            "litserve_batch", "litserve_batch_timeout")  # fmt: skip
+            "max_batch_size", "litserve_batch_timeout")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys}
     shiftray_env = servers.SHIFTRAY_SERVE_ENV | dict(kv.split("=", 1) for kv in args.shiftray_env)
     write_result("cpu-serve-load-quick" if args.quick else "cpu-serve-load", {

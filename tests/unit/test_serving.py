@@ -315,11 +315,11 @@ def test_body_gate_answers_413_and_415_before_the_app_reads_anything():
 
 
 def test_the_replica_sheds_load_through_serves_backpressure():
-    """A replica works on one batch's worth of requests, holds max_queued_requests more, and
+    """A replica works on two batches and a few more requests, holds max_queued_requests more, and
     refuses the rest at once with 503 + Retry-After (Serve's check, before any Python of ours)."""
     from shiftray.serving.app import build_app
 
     app = build_app({"models": {"m": "/nowhere"}, "max_batch_size": 8, "max_queued_requests": 3})
     d = app._bound_deployment
-    assert d.max_ongoing_requests == 8 and d.max_queued_requests == 3
+    assert d.max_ongoing_requests == 2 * 8 + 8 and d.max_queued_requests == 3
     assert d.backpressure_config.status_code == 503 and d.backpressure_config.retry_after_s == 1

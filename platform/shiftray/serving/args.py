@@ -54,9 +54,10 @@ class AppArgs(BaseModel):
     auth: AuthArgs | None = Field(None, description="API keys (none: the endpoint is open)")
 
     def max_ongoing_requests(self) -> int:
-        """Requests a replica works on at once (decoding, batching, predicting): one batch's
-        worth; the next ``max_queued_requests`` wait, and past them Serve answers 503 at once."""
-        return self.max_batch_size
+        """Requests a replica works on at once: one batch computing, the next one decoding and
+        filling, and a few more decoding (a large body takes a while to decode); the next
+        ``max_queued_requests`` wait, and past them Serve answers 503 at once."""
+        return 2 * self.max_batch_size + 8
 
     @field_validator("models")
     @classmethod
