@@ -32,11 +32,11 @@ class AppArgs(BaseModel):
         "queued while the previous one ran; a lone request waits for nothing)",
     )
     max_queued_requests: int = Field(
-        16,
-        ge=0,
+        32,
+        ge=1,
         le=4096,
-        description="prediction requests a replica holds waiting beyond one "
-        "batch; past max_batch_size + this, 503 with Retry-After at once",
+        description="prediction requests a replica holds waiting beyond the "
+        "2 x max_batch_size + 8 it works on; past them, 503 with Retry-After at once",
     )
     max_models_per_replica: int = Field(
         4, ge=1, description="models one replica keeps loaded (least recently used leaves)"

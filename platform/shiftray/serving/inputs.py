@@ -337,8 +337,12 @@ def v2_tensor(shape: list[int], datatype: str, data: Any, spec: InputSpec, limit
         typed = arr.astype(V2_NUMERIC[datatype])
         # integers must be exact; a decimal number for a float tensor is rounded, as the cast
         # to the model's float32 rounds it anyway (overflow is caught after the cast)
-        fits = datatype.startswith("FP") or np.array_equal(typed.astype(np.float64), arr)
+        if datatype.startswith("FP"):  # finite values that overflow the float type
+            fits = bool(np.isfinite(typed).all() or not np.isfinite(arr[~np.isfinite(typed)]).any())
+        else:
+            fits = np.array_equal(typed.astype(np.float64), arr)
     if not fits:
-        raise BadInput(f"{where}.data: values do not fit datatype {datatype} (integers in its "
-                       "range)")  # fmt: skip
+        kind = "floats up to" if datatype.startswith("FP") else "integers in its range"
+        bound = f" {float(np.finfo(typed.dtype).max):.4g}" if datatype.startswith("FP") else ""
+        raise BadInput(f"{where}.data: values do not fit datatype {datatype} ({kind}{bound})")
     return in_contract(typed.reshape(shape), spec, lambda i: f"{where}.data, instance {i}")
