@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything a GPU session checks, in one call of the device tool (see the README's
-# performance section). Run from the repository root with the wheels in .whl/:
+# Everything a GPU session checks, in one call of the device tool (see docs/benchmarks.md).
+# Run from the repository root with the wheels in .whl/:
 #   bash bench/device_check.sh OUT_DIR
 # Each stage runs even when an earlier one failed; logs and JSON land in OUT_DIR, and
 # gpu_dann.py rewrites its JSON after every row, so a stage cut off keeps what it measured.

@@ -4,8 +4,8 @@ validator and search, and what each search selected against its oracle-best and 
     python bench/search_tables.py [bench/results/search-*.json ...]
 
 Reads the search summaries copied from ``<search_dir>/search.json`` into bench/results/ (the
-digits, Amazon and Office-Caltech10 searches of the README) and prints the two Markdown tables
-the README shows.
+digits, Amazon and Office-Caltech10 searches) and prints the Markdown tables docs/search.md
+shows.
 """
 
 from __future__ import annotations

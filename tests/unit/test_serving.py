@@ -192,6 +192,18 @@ def test_monitor_reports_a_partial_window_then_the_test():
     assert res.mean_shift_score == pytest.approx((4 * 0.5 + 60 * 0.99) / 64)
 
 
+def test_a_reference_too_small_for_the_window_is_a_reason_not_a_crash():
+    """A model that keeps few held-out target rows reports why it has no drift test; the
+    monitor (and the replica's health, which watches it) carries on."""
+    g = torch.Generator().manual_seed(0)
+    ref = fit_reference(torch.randn(40, 3, generator=g), torch.zeros(40, 2))
+    assert DriftTest.max_window(ref) == len(ref.held_features) - len(ref.held_features) // 2
+    mon = DriftMonitor(window=64)
+    mon.add("m", torch.randn(64, 3, generator=g), np.full(64, 0.5), None)
+    res = mon.update("m", ref)
+    assert res.mmd2 is None and f"at most {DriftTest.max_window(ref)}" in res.reason
+
+
 # -- a trained run: shift.safetensors, the card, the predictor ----------------------------------
 
 

@@ -1,7 +1,7 @@
 """The job-spec reference, generated from the pydantic schema (`shiftray reference`).
 
-The README's copy is this output, checked by a test, so the table cannot drift from what the
-schema accepts: every field with its default, allowed values and description; then each
+The copy in docs/job-spec.md is this output, checked by a test, so the table cannot drift from
+what the schema accepts: every field with its default, allowed values and description; then each
 registered dataset's reader options and each method's parameters.
 """
 

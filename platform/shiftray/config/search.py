@@ -121,8 +121,9 @@ class SearchSpec(BaseModel):
     )
     metric: str = Field(
         "validator/im",
-        description="what selects: validator/<name> or source_val_acc (higher is better); IM "
-        "was chosen on the digits searches (README, Search)",
+        description="what selects: validator/<name> or source_val_acc (higher is better); the "
+        "shipped searches use the validator shiftray.search.selection picks for their benchmark "
+        "from the other benchmarks' searches (docs: Search)",
     )
     num_samples: int = Field(8, ge=1, description="trials (times each grid point)")
     algorithm: Literal["random", "optuna"] = Field(

@@ -176,12 +176,19 @@ class DriftTest:
     window: int
     null: np.ndarray  # sorted MMD^2 of NULL_DRAWS windows drawn from B
 
+    @staticmethod
+    def max_window(reference: ShiftReference) -> int:
+        """The largest window the reference can test: windows of the null are drawn from one
+        half of its held-out target rows, the other half is the sample they are compared with."""
+        n = len(reference.held_features)
+        return n - n // 2
+
     @classmethod
     def build(cls, reference: ShiftReference, window: int, seed: int = 0) -> DriftTest:
         held = reference.held_features.double()
         half = len(held) // 2
         a, b = held[:half], held[half:]
-        if window < 2 or window > len(b):
+        if window < 2 or window > cls.max_window(reference):
             raise ValueError(f"drift window {window} must be in 2..{len(b)} (half the held-out "
                              "target rows kept with the model)")  # fmt: skip
         d = _sqdist(a, a)

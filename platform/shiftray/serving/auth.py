@@ -15,7 +15,7 @@ Why it is built this way:
   is read or any route runs.
 - Open without a key: the health and readiness routes (probes carry no credentials) and the API
   docs (/docs, /redoc, /openapi.json and the docs' assets): they describe the routes' shapes,
-  which the README publishes anyway, and hold no model names or data. Everything else needs a
+  which the docs publish anyway, and hold no model names or data. Everything else needs a
   key, so a caller without one learns nothing, not even which paths exist (401 before 404).
 """
 

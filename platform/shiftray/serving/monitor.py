@@ -78,6 +78,10 @@ class DriftMonitor:
             res.mean_target_probability = float(np.mean(w.target))
         if reference is None:
             res.reason = "the checkpoint has no shift.safetensors (trained before it was saved)"
+        elif self.size > (most := DriftTest.max_window(reference)):
+            res.reason = (f"this model keeps {len(reference.held_features)} held-out target rows: "
+                          f"its drift test takes a window of at most {most}, and drift_window is "
+                          f"{self.size}")  # fmt: skip
         elif len(w.features) < self.size:
             res.reason = f"{len(w.features)} of {self.size} inputs in the window so far"
         else:
