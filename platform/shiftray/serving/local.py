@@ -30,6 +30,11 @@ SERVING_ENVIRONMENT = {
     # idempotent); Ray's default retries connection failures only
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response response-timeout",
     "RAY_SERVE_HAPROXY_RETRIES": "2",
+    # Ray's per-request metrics from HAProxy are a log line per request that a Python collector
+    # parses (a regex and a metric update per request, on the same cores): off, a replica's
+    # refusals under overload came back 3x sooner (bench/serve_load.py's overload row). HAProxy's
+    # own counters (its Prometheus frontend) and shiftray's metrics stay.
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
 LOCAL_ENVIRONMENT = {
     "RAY_AUTH_MODE": "disabled",  # a local cluster: no token
