@@ -12,8 +12,13 @@ from shiftray.cli import main
 def test_ls_lists_components(capsys):
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
-    for name in ("lenet", "mlp", "dann", "erm", "digits", "amazon", "office_caltech"):
+    for name in ("lenet", "mlp", "dann", "erm", "digits", "amazon", "office_caltech", "timm/<name>",
+                 "hf/<name>", "clip/<name>"):  # fmt: skip
         assert name in out
+    from shiftray.registry import METHODS
+
+    for _, doc in METHODS.describe():  # whole sentences: a paragraph is never cut at a line end
+        assert not doc or doc.rstrip().endswith((".", ")", ":", "]")), doc
 
 
 def test_validate_reports_field_and_allowed_values(capsys, tmp_path):
@@ -77,6 +82,22 @@ def test_resume_a_run_directory(capsys, tmp_path):
     assert "no spec.yaml" in capsys.readouterr().err
 
 
+def test_a_changed_spec_never_reuses_a_finished_run(capsys, tmp_path):
+    """Re-running a finished job with a changed field stops before training, naming the field;
+    the same spec, or a changed one with --restart, runs."""
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(synthetic_spec(name="ch", train__steps=10)))
+    args = ["run", str(path), f"tracking.output_dir={tmp_path}", "--no-ray", "--quiet"]
+    assert main(args) == 0
+    before = (tmp_path / "ch" / "result.json").read_text()
+    assert main([*args, "optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: 0.05 -> 0.5" in err and "--restart" in err and "--resume" in err
+    assert (tmp_path / "ch" / "result.json").read_text() == before  # nothing ran
+    assert main([*args, "train.eval_every=5"]) == 0  # bookkeeping: the same run
+    assert main([*args, "optim.lr=0.5", "--restart"]) == 0
+
+
 def test_restart_also_deletes_the_checkpoints_in_storage(capsys, tmp_path):
     """Ray Train resumes from <storage_path>/<name>: --restart that left it would resume."""
     store = tmp_path / "store"
@@ -107,3 +128,34 @@ def test_an_internal_bug_keeps_its_traceback_a_bad_input_is_one_line(capsys, mon
         cli.main(["ls"])
     assert cli.main(["validate", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: job spec")
+
+
+@pytest.mark.parametrize(
+    ("env", "spec", "want"),
+    [({}, "online", "online"), ({"WANDB_MODE": "disabled"}, "offline", "disabled"),
+     ({"WANDB_DISABLED": "true"}, "online", "disabled"), ({"WANDB_MODE": "dryrun"}, "online", "offline"),
+     ({"WANDB_MODE": "online"}, "disabled", "disabled"), ({"WANDB_MODE": "offline"}, "offline", "offline")],
+)  # fmt: skip
+def test_wandb_environment_switches_are_honoured(monkeypatch, env, spec, want):
+    from shiftray.tracking import wandb_mode
+
+    for k in ("WANDB_MODE", "WANDB_DISABLED"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert wandb_mode(spec) == want
+
+
+def test_wandb_mode_disabled_writes_no_wandb_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    path = tmp_path / "job.yaml"
+    spec = synthetic_spec(name="nw", train__steps=5, tracking={"wandb": "offline"})
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), f"tracking.output_dir={tmp_path}", "--no-ray", "--quiet"]) == 0
+    assert (tmp_path / "nw" / "result.json").is_file() and not (tmp_path / "nw" / "wandb").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("shiftray 0.")

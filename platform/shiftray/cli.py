@@ -4,10 +4,8 @@ and the cluster commands (k8s, submit, status, logs, stop: shiftray.cluster.comm
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,53 +24,40 @@ def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shiftray.progress import LiveProgress
-    from shiftray.train.launch import fit, fit_local, job_data, run_dir_for
-    from shiftray.train.storage import clear_storage, read_run_file
+    from shiftray.api import fit, refuse_changed_run
+    from shiftray.train.launch import job_data
 
     jobs, overrides = _split_args(args.items)
     specs = [load_spec(j, overrides) for j in jobs]  # every spec is checked before Ray starts
+    resumed = set()
     for rd in args.resume or []:  # continue a run directory with the spec it was started with
         rd = Path(rd).resolve()
         if not (rd / "spec.yaml").is_file():
             raise SpecError(f"--resume {rd}: no spec.yaml there; is it a shiftray run directory?")
         place = [f"name={rd.name}", f"tracking.output_dir={rd.parent}"]
         specs.append(load_spec(rd / "spec.yaml", [*overrides, *place]))
+        resumed.add(len(specs) - 1)
         if overrides:  # the first spec stays in spec.yaml; what the resume changed, beside it
             with open(rd / "resumes.jsonl", "a") as f:
                 f.write(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "overrides": overrides}) + "\n")  # fmt: skip
     if not specs:
         raise SpecError("shiftray run needs a job spec (a .yaml file) or --resume RUN_DIR")
+    for i, spec in enumerate(specs):  # before any training: a changed spec stops the command
+        if not args.restart and i not in resumed:
+            refuse_changed_run(spec)
     datas = [job_data(s) for s in specs]  # and every data file found (streamed: footers)
     rows, per_class = [], []
-    for spec, data in zip(specs, datas, strict=True):
-        run_dir = run_dir_for(spec)
-        if args.restart and run_dir.exists():
-            shutil.rmtree(run_dir)
-        if args.restart and (gone := clear_storage(spec)):
-            print(f"--restart: deleted {gone}", flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "spec.yaml").is_file():  # a resumed run keeps the spec it began with
-            (run_dir / "spec.yaml").write_text(dump_spec(spec))
+    for i, (spec, data) in enumerate(zip(specs, datas, strict=True)):
         print(
             f"== {spec.name}: {spec.method.name} {spec.data.benchmark} {spec.data.source} -> "
             f"{spec.data.target}, {spec.train.steps} steps, "
             f"{'in-process' if args.no_ray else f'{spec.resources.num_workers} Ray Train worker(s)'}",
             flush=True,
         )
-        stream = io.StringIO() if args.quiet else None  # quiet: progress goes nowhere
-        with LiveProgress(run_dir, spec.name, spec.train.steps, stream=stream):
-            result = (
-                fit_local(spec, data)
-                if args.no_ray
-                else fit(spec, data, args.max_failures, fresh=args.restart)
-            )
-        final = result.metrics  # what rank 0 last reported
-        if (run_dir / "result.json").exists():
-            final = json.loads((run_dir / "result.json").read_text())
-        elif spec.tracking.storage_path and (raw := read_run_file(spec, "result.json")):
-            final = json.loads(raw)  # rank 0 ran on another node
+        result = fit(spec, ray=not args.no_ray, restart=args.restart, resumed=i in resumed,
+                     max_failures=args.max_failures, progress=not args.quiet, data=data)  # fmt: skip
+        final = result.metrics
         rows.append(
             {
                 "run": spec.name,
@@ -154,17 +139,15 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from shiftray.models.backbones import FAMILIES
     from shiftray.registry import BACKBONES, DATASETS, METHODS, VALIDATORS
 
     regs = (("backbones", BACKBONES), ("methods", METHODS), ("datasets", DATASETS))
     for title, reg in (*regs, ("validators", VALIDATORS)):
         print(f"{title}:")
-        for name, doc in reg.describe():
+        rows = reg.describe() + (list(FAMILIES.items()) if title == "backbones" else [])
+        for name, doc in rows:
             print(f"  {name:<16} {doc}")
-        if title == "backbones":
-            print(
-                f"  {'timm/<name>':<16} any timm model, e.g. timm/resnet50 (pretrained from hub or a file)"
-            )
     return 0
 
 
@@ -268,32 +251,26 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from shiftray.serving.args import AppArgs
-    from shiftray.serving.local import run_dir_arg, serve_forever
+    from shiftray.api import serve
+    from shiftray.serving.local import run_dir_arg
 
     models = dict(run_dir_arg(a) for a in args.run_dirs)
-    try:
-        app_args = AppArgs(
-            models=models, models_root=args.models_root, replicas=args.replicas,
-            max_batch_size=args.max_batch_size, device=args.device, threads=args.threads,
-            **({"auth": {"keys_file": args.keys_file}} if args.keys_file else {}),
-        )  # fmt: skip
-    except ValidationError as e:
-        raise UserInputError("; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())) from None
-    return serve_forever(app_args, args.host, args.port, args.grpc_port, args.grace_period)
+    return serve(
+        models, port=args.port, grpc_port=args.grpc_port, host=args.host,
+        grace_s=args.grace_period, models_root=args.models_root, replicas=args.replicas,
+        max_batch_size=args.max_batch_size, device=args.device, threads=args.threads,
+        **({"auth": {"keys_file": args.keys_file}} if args.keys_file else {}),
+    )  # fmt: skip
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from shiftray.search.driver import run_search
-    from shiftray.search.space import load_search
+    from shiftray.api import tune
 
     jobs, overrides = _split_args(args.items)
     if len(jobs) != 1:
         raise SpecError("shiftray tune takes one job spec with a search: section")
-    search = load_search(jobs[0], overrides)  # the spec and every value of the space: checked
-    if args.num_samples:
-        search.search.num_samples = args.num_samples
-    run_search(search, resume=args.resume, restart=args.restart)
+    tune(jobs[0], overrides, resume=args.resume, restart=args.restart,
+         num_samples=args.num_samples)  # fmt: skip
     return 0
 
 
@@ -330,12 +307,26 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed package's version, with Ray's and torch's (what a bug report needs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"{of('shiftray')} (ray {of('ray')}, torch {of('torch')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shiftray", description="Domain adaptation and transfer learning on Ray"
     )
     p.add_argument("-C", dest="chdir", metavar="DIR",
                    help="run as if started in DIR: relative paths in specs resolve there")  # fmt: skip
+    p.add_argument("--version", action="version", version=f"shiftray {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser(

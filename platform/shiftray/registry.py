@@ -225,11 +225,11 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def describe(self) -> list[tuple[str, str]]:
-        """(name, first docstring line) for each entry: imports every one."""
+        """(name, the docstring's first paragraph on one line) for each entry: imports every one."""
         out = []
         for n in self.names():
             doc = (getattr(self.get(n), "__doc__", None) or "").strip()
-            out.append((n, doc.splitlines()[0] if doc else ""))
+            out.append((n, " ".join(doc.split("\n\n")[0].split())))
         return out
 
 

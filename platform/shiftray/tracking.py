@@ -1,7 +1,8 @@
 """Tracking from rank 0 only: metrics.jsonl in the run directory, and W&B.
 
 W&B runs ``online`` (needs WANDB_API_KEY), ``offline`` (files under <run_dir>/wandb, sync later
-with ``wandb sync``) or ``disabled``. ``online`` without a key falls back to offline with a
+with ``wandb sync``) or ``disabled``; ``WANDB_MODE`` and ``WANDB_DISABLED`` in the environment
+make it quieter (`wandb_mode`). ``online`` without a key falls back to offline with a
 warning rather than failing a long job. The W&B run id is the run directory's name plus a
 stable suffix, so a resumed run continues the same W&B run.
 """
@@ -35,6 +36,22 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+_QUIETER = ("online", "offline", "disabled")
+
+
+def wandb_mode(spec_mode: str) -> str:
+    """The spec's W&B mode, made quieter by W&B's own switches in the environment:
+    ``WANDB_DISABLED=true`` or ``WANDB_MODE=disabled`` disable it, ``WANDB_MODE=offline`` (or
+    ``dryrun``) keeps it offline. The environment never turns on what the spec turned off."""
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        env = "disabled"
+    env = {"dryrun": "offline"}.get(env, env)
+    if env not in _QUIETER:
+        return spec_mode
+    return max(spec_mode, env, key=_QUIETER.index)
+
+
 class Tracker:
     def __init__(self, spec: JobSpec, run_dir: Path, start_step: int, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -48,7 +65,7 @@ class Tracker:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         tmp.replace(metrics_path(self.run_dir))
         self._file = open(metrics_path(self.run_dir), "a", buffering=1)
-        mode = spec.tracking.wandb
+        mode = wandb_mode(spec.tracking.wandb)
         if mode == "online" and not os.environ.get("WANDB_API_KEY"):
             warnings.warn(
                 "tracking.wandb=online but WANDB_API_KEY is not set: logging offline", stacklevel=2

@@ -32,6 +32,19 @@ def test_unknown_key_and_bad_method_param():
         spec_from_dict(synthetic_spec(method__params={"trade_off": "lots"}))
 
 
+def test_a_misspelt_key_gets_the_closest_names():
+    with pytest.raises(SpecError, match=r"train\.stepz: .*did you mean steps\?"):
+        spec_from_dict(synthetic_spec(train__stepz=3))
+    with pytest.raises(SpecError, match=r"optim\.weight_decy: .*did you mean weight_decay\?"):
+        spec_from_dict(synthetic_spec(optim__weight_decy=0.1))
+
+
+def test_an_override_that_is_not_yaml_is_one_line():
+    with pytest.raises(SpecError) as e:
+        apply_overrides({}, ["train.steps=["])
+    assert "override 'train.steps=['" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_unknown_domain_lists_domains():
     with pytest.raises(SpecError, match=r"not a domain of 'digits'; allowed: mnist, usps"):
         spec_from_dict(

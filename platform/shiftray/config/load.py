@@ -27,7 +27,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise SpecError(f"override {text!r} has an empty field name")
-    return path, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return path, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"override {text!r}: the value is not valid YAML ({problem}); quote a "
+                        "string, or write a list as [a, b] and a mapping as {k: v}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -51,8 +56,29 @@ def _format(err: ValidationError, origin: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        if e["type"] == "extra_forbidden" and (near := _near_fields(e["loc"])):
+            msg += f"; did you mean {' or '.join(near)}?"
         lines.append(f"  {loc}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _near_fields(loc: tuple) -> list[str]:
+    """The fields of the model at ``loc[:-1]`` closest in spelling to the unknown ``loc[-1]``."""
+    import difflib
+    import typing
+
+    from pydantic import BaseModel
+
+    model: Any = JobSpec
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None:
+            return []
+        kinds = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if model is None:
+            return []
+    return difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.6)
 
 
 def drop_foreign_options(

@@ -123,6 +123,16 @@ def timm_backbone(name: str, input_shape, pretrained: bool | str = False, **kwar
     return Backbone(_TimmFeatures(model), int(model.num_features), mean, std, groups)
 
 
+# backbones named by a library's own model names, beside the registered ones (`shiftray ls`)
+FAMILIES = {
+    "timm/<name>": "any timm image model, e.g. timm/resnet50 (weights from the hub or a file)",
+    "hf/<name>": "a transformers text encoder, e.g. hf/distilbert-base-uncased (hub name or a "
+    "local folder; the tokenizer comes with it)",
+    "clip/<name>": "a CLIP image tower for zero-shot and transfer, e.g. clip/openai/clip-vit-base-patch32 "
+    "(hub name or a local folder)",
+}
+
+
 def build_backbone(name: str, input_shape, pretrained: bool | str, kwargs: dict) -> Backbone:
     if name.startswith("clip/"):
         from shiftray.models.zeroshot import clip_backbone

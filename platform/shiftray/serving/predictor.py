@@ -93,17 +93,27 @@ class Prediction:
         wanted = [o for o in OUTPUTS if names is None or o.name in names]
         return [(o, t) for o in wanted if (t := self.tensor(o.name)) is not None]
 
+    def _per_input(self) -> list[str]:
+        """The fields with one row per input: every output that is a field, and the features."""
+        return [o.name for o in OUTPUTS if o.name in self.__dataclass_fields__] + ["features"]
+
     def take(self, rows: slice | np.ndarray) -> Prediction:
         """The answers for some inputs: a slice, or an array of row indices."""
+        return replace(self, **{n: None if (a := getattr(self, n)) is None else a[rows]
+                                for n in self._per_input()})  # fmt: skip
 
-        def pick(a):
-            return None if a is None else a[rows]
+    @classmethod
+    def concat(cls, parts: list[Prediction]) -> Prediction:
+        """The answers of several batches of one model, in order."""
 
-        return replace(
-            self, probabilities=self.probabilities[rows], index=self.index[rows],
-            shift_score=pick(self.shift_score), target_probability=pick(self.target_probability),
-            features=pick(self.features),
-        )  # fmt: skip
+        def cat(name: str):
+            got = [getattr(p, name) for p in parts]
+            if got[0] is None:
+                return None
+            return torch.cat(got) if isinstance(got[0], torch.Tensor) else np.concatenate(got)
+
+        return replace(parts[0], **{n: cat(n) for n in parts[0]._per_input()},
+                       batch_rows=sum(p.batch_rows for p in parts))  # fmt: skip
 
     def rows(self, start: int, stop: int) -> Prediction:
         return self.take(slice(start, stop))
