@@ -119,11 +119,12 @@ def test_an_internal_bug_keeps_its_traceback_a_bad_input_is_one_line(capsys, mon
     """A KeyError inside shiftray is a bug: it propagates with its traceback. A wrong spec,
     a missing file or a run that does not fit is the user's to fix: one error line, exit 2."""
     from shiftray import cli
+    from shiftray.cli import info
 
     def buggy(args):
         return {}["a key the code forgot"]
 
-    monkeypatch.setattr(cli, "cmd_ls", buggy)
+    monkeypatch.setattr(info, "cmd_ls", buggy)
     with pytest.raises(KeyError):
         cli.main(["ls"])
     assert cli.main(["validate", str(tmp_path / "missing.yaml")]) == 2

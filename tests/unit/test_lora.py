@@ -144,7 +144,7 @@ def test_lora_spec_errors_name_the_fix(tmp_path, base_file):
 
 
 def test_run_summary_shows_the_trainable_share():
-    from shiftray.cli import _params
+    from shiftray.cli.train import _params
 
     assert _params({"trainable_params": 1_234, "total_params": 100_000}) == "1,234 (1.2%)"
     assert _params({"trainable_params": 2_500_000, "total_params": 10_000_000}) == "2.50M (25.0%)"
