@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/shiftray data download jobs/digits/mnist-usps-dann.yaml
 	$(BIN)/shiftray run jobs/digits/mnist-usps-erm.yaml jobs/digits/mnist-usps-dann.yaml \
 		resources.num_workers=2 tracking.output_dir=runs/demo --restart
-	$(BIN)/python -m shiftray.serving.demo runs/demo/mnist-usps-dann
+	$(BIN)/python examples/serve_demo.py runs/demo/mnist-usps-dann
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -5,6 +5,6 @@ run, to `predict`), `serve`. The command line (`shiftray run|tune|serve ...`) ca
 functions.
 """
 
-from shiftray.api import Model, RunResult, fit, load, load_data, load_job, serve, tune
+from shiftray.api import Model, RunResult, Server, fit, load, load_data, load_job, serve, tune
 
-__all__ = ["Model", "RunResult", "fit", "load", "load_data", "load_job", "serve", "tune"]
+__all__ = ["Model", "RunResult", "Server", "fit", "load", "load_data", "load_job", "serve", "tune"]

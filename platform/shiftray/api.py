@@ -221,18 +221,33 @@ def load(run_dir: str | Path, device: str = "cpu") -> Model:
     return Model(run_dir, device)
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running endpoint (`serve` with ``block=False``): its base URLs and model cards."""
+
+    url: str  # http://host:port
+    grpc: str | None  # host:port of the Open Inference Protocol gRPC service, if served
+    models: dict[str, Any]  # name -> the model's card (labels, input contract, training)
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        """Finish requests in flight, shut Serve and its Ray down; 0 when all stopped in time."""
+        from shiftray.serving.local import stop
+
+        return stop(grace_s)
+
+
 def serve(models: Mapping[str, str | Path], *, port: int = 8000, grpc_port: int | None = None,
           host: str = "127.0.0.1", block: bool = True, grace_s: float = 30.0,
           **app_args: Any):  # fmt: skip
     """Serve run directories by name on Ray Serve (KServe V1, Open Inference Protocol HTTP and
     gRPC). ``block``: until SIGTERM/Ctrl-C, then stop cleanly within ``grace_s`` (returns the
-    exit status); else return the model cards at once (stop with
-    `shiftray.serving.local.stop`). ``app_args``: `shiftray.serving.args.AppArgs` fields."""
+    exit status); else return a `Server` at once (``server.stop()`` ends it). ``port=0`` (and
+    ``grpc_port=0``) pick a free port. ``app_args``: `shiftray.serving.args.AppArgs` fields."""
     from pydantic import ValidationError
 
     from shiftray.errors import UserInputError
     from shiftray.serving.args import AppArgs
-    from shiftray.serving.local import serve_forever, start
+    from shiftray.serving.local import free_port, serve_forever, start
 
     try:
         args = AppArgs(models={k: str(v) for k, v in models.items()}, **app_args)
@@ -240,6 +255,10 @@ def serve(models: Mapping[str, str | Path], *, port: int = 8000, grpc_port: int 
         raise UserInputError("; ".join(
             (f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "")
             + err["msg"].removeprefix("Value error, ") for err in e.errors())) from None  # fmt: skip
+    port = port or free_port()
+    grpc_port = free_port() if grpc_port == 0 else grpc_port
     if block:
         return serve_forever(args, host, port, grpc_port, grace_s)
-    return start(args, host, port, grpc_port=grpc_port)
+    cards = start(args, host, port, grpc_port=grpc_port)
+    return Server(f"http://{host}:{port}", f"{host}:{grpc_port}" if grpc_port else None,
+                  {c.name: c.public() for c in cards})  # fmt: skip
