@@ -160,3 +160,38 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("shiftray 0.")
+
+
+@pytest.mark.parametrize("kind", ["table", "imagefolder", "text"])
+def test_init_writes_a_spec_that_validates_and_trains(kind, tmp_path, capsys):
+    """What `shiftray init` writes for each kind of own data runs (a few steps, small inputs;
+    the text case swaps the encoder for a tiny local BERT and names the CSV's columns)."""
+    from conftest import make_text_dir, make_tree
+
+    over = []
+    if kind == "table":
+        path = tmp_path / "t.csv"
+        assert main(["data", "example", "table", "--out", str(path)]) == 0
+        pair = ["--source", "lab", "--target", "field"]
+    elif kind == "imagefolder":
+        make_tree(tmp_path / "imgs")
+        path = tmp_path / "imgs"
+        pair = ["--source", "photo", "--target", "night"]
+        over = ["data.options.image_size=32"]
+    else:
+        make_text_dir(tmp_path)
+        path = tmp_path / "reviews.csv"
+        pair = ["--source", "a", "--target", "b", "--text", "review", "--label", "rating",
+                "--domain", "condition"]  # fmt: skip
+        over = [f"model.backbone=hf/{tmp_path / 'bert'}"]
+    job = tmp_path / "job.yaml"
+    args = ["init", "--data", kind, "--path", str(path), *pair, "--method", "dann"]
+    assert main([*args, "--out", str(job)]) == 0
+    assert main([*args, "--out", str(job)]) == 2  # never overwritten silently
+    text = job.read_text()
+    assert text.startswith("# dann on your own data") and "# the adaptation method" in text
+    assert main(["validate", str(job)]) == 0
+    short = ["train.steps=4", "train.batch_size=8", "train.eval_every=4", "train.checkpoint_every=4",
+             "tracking.wandb=disabled", f"tracking.output_dir={tmp_path}/runs"]  # fmt: skip
+    assert main(["run", str(job), *over, *short, "--no-ray", "--quiet"]) == 0, capsys.readouterr()
+    assert "target_acc" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""`shiftray validate`, `ls`, `reference`, `report` and `fewshot`: specs, components, reports."""
+"""`shiftray init`, `validate`, `ls`, `reference`, `report` and `fewshot`: specs, components,
+reports."""
 
 from __future__ import annotations
 
@@ -81,7 +82,43 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from shiftray.config.init import init_spec
+
+    columns = {"label": args.label, "domain": args.domain, "text": args.text}
+    text = init_spec(args.data, args.method, args.path, args.source, args.target, args.name,
+                     columns)  # fmt: skip
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserInputError(f"{out} exists: choose another --out, or --force to replace it")
+    out.write_text(text)
+    print(f"wrote {out}: shiftray validate {out}; shiftray run {out}")
+    return 0
+
+
 def add_parsers(sub) -> None:
+    i = sub.add_parser("init", help="write a commented job spec for your own data")
+    i.add_argument(
+        "--data",
+        required=True,
+        choices=["imagefolder", "table", "text"],
+        help="imagefolder: <path>/<domain>/<class>/*.jpg; table: a CSV/TSV/JSONL/"
+        "Parquet file with label and domain columns; text: the same with a text column",
+    )
+    i.add_argument("--path", required=True, help="the image root, or the table file")
+    i.add_argument("--source", required=True, help="the labelled domain (a domain value)")
+    i.add_argument("--target", required=True, help="the unlabelled domain to adapt to")
+    i.add_argument("--method", default="dann", help="a registered method (shiftray ls)")
+    i.add_argument("--label", default="label", help="a table's label column")
+    i.add_argument("--domain", default="domain", help="a table's domain column")
+    i.add_argument("--text", default="text", help="a text table's text column")
+    i.add_argument("--name", default=None, help="the run's name (default: kind-method-pair)")
+    i.add_argument("--out", default=None, help="write here (default: print)")
+    i.add_argument("--force", action="store_true", help="replace --out if it exists")
+    i.set_defaults(func=cmd_init)
     v = sub.add_parser("validate", help="check job specs without running them")
     v.add_argument("items", nargs="+", metavar="JOB.yaml|override")
     v.add_argument("--print", action="store_true", help="print the resolved spec")
