@@ -114,3 +114,33 @@ if __name__ == "__main__":
     found = cycles(g)
     print("cycles:", found or "none")
     sys.exit(1 if found else 0)
+
+
+def _name_tests(path: Path, names: set[str]) -> list[str]:
+    """Places that test a value against a plugin's name: ``x == "shot"``, ``x in ("a", "b")``,
+    ``x.startswith("hf/")``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        consts = []
+        if isinstance(node, ast.Compare):
+            for c in node.comparators:
+                consts += [c] if isinstance(c, ast.Constant) else getattr(c, "elts", [])
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("startswith", "removeprefix")):  # fmt: skip
+            for a in node.args:
+                consts += [a] if isinstance(a, ast.Constant) else getattr(a, "elts", [])
+        found += [f"{path.relative_to(PACKAGE)}:{node.lineno} {c.value!r}" for c in consts
+                  if isinstance(c, ast.Constant) and c.value in names]  # fmt: skip
+    return found
+
+
+def test_the_spec_and_the_data_layer_ask_traits_never_a_plugin_s_name():
+    """config/ and data/ (and search/) decide by what a plugin declares (streamable,
+    accepts_lora, mixes_inputs, a backbone family's reads), never by testing its name; the
+    backbone families (timm/, hf/, clip/) are resolved in one place, shiftray.registry."""
+    from shiftray.registry import FAMILIES, REGISTRIES
+
+    names = {n for r in REGISTRIES for n in r.names()} | {f.prefix for f in FAMILIES}
+    paths = [p for folder in ("config", "data", "search", "models", "serving", "train")
+             for p in sorted((PACKAGE / folder).rglob("*.py"))]  # fmt: skip
+    assert [hit for p in paths for hit in _name_tests(p, names)] == []

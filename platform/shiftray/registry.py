@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
@@ -240,6 +241,48 @@ METHODS: Registry[Any] = Registry(
 DATASETS: Registry[Any] = Registry("dataset", "shiftray.datasets", BUILTIN["dataset"])
 VALIDATORS: Registry[Any] = Registry("validator", "shiftray.validators", BUILTIN["validator"])
 REGISTRIES = (BACKBONES, METHODS, DATASETS, VALIDATORS)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Backbones named by a library's own model names, ``<prefix><name>``: what builds them
+    (``"module:attr"``, called as ``builder(name, input_shape, pretrained, **kwargs)``), what
+    they read (``images``, ``tokens``), and what checks a name when a spec is validated."""
+
+    prefix: str
+    builder: str
+    reads: str
+    about: str
+    check: str = ""  # "module:attr" (name -> name or raise); "": checked when loaded
+
+    def load(self, attr: str = "builder") -> Callable:
+        module, _, name = getattr(self, attr).partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+# the one table of backbone families: the spec, the model builder and `shiftray ls` read it
+FAMILIES: tuple[Family, ...] = (
+    Family("timm/", "shiftray.models.backbones:timm_backbone", "images",
+           "any timm image model, e.g. timm/resnet50 (weights from the hub or a file)",
+           check="shiftray.config.components:check_timm_name"),
+    Family("hf/", "shiftray.models.text:hf_backbone", "tokens",
+           "a transformers text encoder, e.g. hf/distilbert-base-uncased (hub name or a local "
+           "folder; the tokenizer comes with it)"),
+    Family("clip/", "shiftray.models.zeroshot:clip_backbone", "images",
+           "a CLIP image tower for zero-shot and transfer, e.g. "
+           "clip/openai/clip-vit-base-patch32 (hub name or a local folder)"),
+)  # fmt: skip
+
+
+def family_of(backbone: str | None) -> Family | None:
+    """The family a backbone name belongs to, or None for a registered backbone."""
+    return next((f for f in FAMILIES if backbone and backbone.startswith(f.prefix)), None)
+
+
+def reads_tokens(backbone: str | None) -> bool:
+    """Whether the backbone reads token ids (a text encoder), not numbers or pixels."""
+    fam = family_of(backbone)
+    return fam is not None and fam.reads == "tokens"
 
 
 def reset_all() -> None:

@@ -33,13 +33,13 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from shiftray.models.backbones import FAMILIES
-    from shiftray.registry import BACKBONES, DATASETS, METHODS, VALIDATORS
+    from shiftray.registry import BACKBONES, DATASETS, FAMILIES, METHODS, VALIDATORS
 
     regs = (("backbones", BACKBONES), ("methods", METHODS), ("datasets", DATASETS))
     for title, reg in (*regs, ("validators", VALIDATORS)):
         print(f"{title}:")
-        rows = reg.describe() + (list(FAMILIES.items()) if title == "backbones" else [])
+        fams = [(f"{f.prefix}<name>", f.about) for f in FAMILIES] if title == "backbones" else []
+        rows = reg.describe() + fams
         for name, doc in rows:
             print(f"  {name:<16} {doc}")
     return 0

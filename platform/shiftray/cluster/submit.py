@@ -32,8 +32,9 @@ from typing import Any
 from shiftray.cluster.k8s import load_job, slug
 from shiftray.errors import UserInputError
 
-EXCLUDES = (".git", ".venv", "venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache",
-            ".ruff_cache", "node_modules", "wandb", ".shiftray")  # fmt: skip
+EXCLUDES = (".git", ".venv", ".venv-*", "venv", "runs", "site", "__pycache__", "*.egg-info",
+            ".pytest_cache", ".ruff_cache", ".hypothesis", ".ray", "node_modules", "wandb",
+            ".shiftray")  # fmt: skip
 SPEC = ".shiftray/spec.yaml"
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

@@ -83,8 +83,7 @@ def init_spec(kind: str, method: str, path: str, source: str, target: str,
                         "spec with another method, then set method.name and these by hand")  # fmt: skip
     params = cls().model_dump(mode="json")
     benchmark, options, normalize = _DATA[kind]
-    if kind != "imagefolder":
-        options = options | {k: v for k, v in (columns or {}).items() if k in options and v}
+    options = options | {k: v for k, v in (columns or {}).items() if k in options and v}
     spec: dict[str, Any] = {
         "name": name or f"{kind}-{method}-{{data.source}}-{{data.target}}",
         "data": {"benchmark": benchmark, "source": source, "target": target,

@@ -12,9 +12,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from shiftray.config.components import check_timm_name, nested_error, validate_options
+from shiftray.config.components import nested_error, validate_options
 from shiftray.config.search import SearchSpec
-from shiftray.registry import BACKBONES, BUILTIN_PARAMS, DATASETS, METHODS
+from shiftray.registry import (
+    BACKBONES,
+    BUILTIN_PARAMS,
+    DATASETS,
+    FAMILIES,
+    METHODS,
+    VALIDATORS,
+    family_of,
+    reads_tokens,
+)
 
 # pyarrow.fs.FileSystem.from_uri's schemes (ADLS: abfs/abfss; HDFS needs libhdfs on the nodes)
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -74,7 +83,9 @@ class DataSpec(Strict):
     )
     stream: StreamSpec = Field(default_factory=StreamSpec)
     target_labels_per_class: int = Field(
-        0, ge=0, description="semi-supervised DA: k labelled target training examples per class "
+        0,
+        ge=0,
+        description="semi-supervised DA: k labelled target training examples per class "
         "train as a third stream (evaluation excludes them); 0 = unsupervised",
     )
     target_labels_seed: int = Field(0, description="which k examples per class are labelled")
@@ -119,8 +130,8 @@ class ModelSpec(Strict):
 
     backbone: str = Field(
         "lenet",
-        description="registered backbone, timm/<name>, hf/<hub name or folder> (text), or "
-        "clip/<hub name or folder> (CLIP's image tower)",
+        description="a registered backbone, or "
+        + "; ".join(f"{f.prefix}<name>: {f.about}" for f in FAMILIES),
     )
     pretrained: bool | str = Field(
         False,
@@ -137,12 +148,15 @@ class ModelSpec(Strict):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
-        if v.startswith("timm/"):
-            check_timm_name(v.removeprefix("timm/"))
-            return v
-        if v.startswith(("hf/", "clip/")) and "/" in v.rstrip("/"):  # a hub name or folder: checked when loaded
-            return v
-        return BACKBONES.check(v)
+        fam = family_of(v)
+        if fam is None:
+            return BACKBONES.check(v)
+        name = v.removeprefix(fam.prefix)
+        if not name.strip("/"):
+            raise ValueError(f"{v!r}: name the model after {fam.prefix} ({fam.about})")
+        if fam.check:
+            fam.load("check")(name)
+        return v
 
 
 class MethodSpec(Strict):
@@ -285,7 +299,8 @@ class FinetuneSpec(Strict):
     )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     lora: LoraSpec | None = Field(
-        None, description="LoRA adapters on a frozen pre-trained backbone (checkpoints hold them only)"
+        None,
+        description="LoRA adapters on a frozen pre-trained backbone (checkpoints hold them only)",
     )
 
     @model_validator(mode="after")
@@ -533,7 +548,7 @@ class JobSpec(Strict):
     def _streamable(self) -> JobSpec:
         if not self.data.stream.enabled:
             return self
-        if self.data.benchmark != "parquet":
+        if not getattr(DATASETS.get(self.data.benchmark), "streamable", False):
             raise ValueError(
                 f"data.stream.enabled streams Parquet shards; benchmark {self.data.benchmark!r} "
                 f"is read into memory. Write it as shards with `shiftray data prepare "
@@ -567,19 +582,27 @@ class JobSpec(Strict):
         if missing := [t.name for t in self.tasks[1:] if not t.label]:
             raise ValueError(f"tasks: {missing} need a label column (tasks[].label)")
         if self.data.stream.enabled:
-            raise ValueError("tasks: extra tasks need the in-memory path (data.stream.enabled: false)")
+            raise ValueError(
+                "tasks: extra tasks need the in-memory path (data.stream.enabled: false)"
+            )
         self._require_source("tasks: extra tasks train on labelled source rows")
         return self
 
     @model_validator(mode="after")
     def _text_inputs(self) -> JobSpec:
-        if not self.model.backbone.startswith("hf/"):
+        if not reads_tokens(self.model.backbone):
             return self
         if self.data.normalize != "none":
-            raise ValueError("data.normalize transforms feature vectors; a text backbone reads token ids")
-        if "mixval" in self.train.validators:
             raise ValueError(
-                "train.validators: mixval mixes inputs, and token ids do not mix; drop it for text"
+                "data.normalize transforms feature vectors; a text backbone reads token ids"
+            )
+        mixing = [
+            v for v in self.train.validators if getattr(VALIDATORS.get(v), "mixes_inputs", False)
+        ]
+        if mixing:
+            raise ValueError(
+                f"train.validators: {', '.join(mixing)} mix inputs, and token ids do not mix; drop "
+                "them for text"
             )
         return self
 
@@ -592,10 +615,10 @@ class JobSpec(Strict):
                 "finetune.lora adapts pre-trained weights, which its checkpoints name but do not "
                 "hold: set model.pretrained (true, imagenet-package or a file)"
             )
-        if self.method.name == "shot":
+        if not _trait(self.method.name, "accepts_lora"):
             raise ValueError(
-                "finetune.lora with method shot: SHOT starts from a whole source model; train "
-                "the SHOT job without finetune.lora (its source run may use LoRA)"
+                f"finetune.lora with method {self.method.name}: it starts from a whole trained "
+                "model; train this job without finetune.lora (the run it starts from may use LoRA)"
             )
         if self.finetune.strategy == "feature-extraction":
             raise ValueError(

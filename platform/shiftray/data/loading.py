@@ -8,7 +8,7 @@ from shiftray.config.schema import DataSpec, JobSpec
 from shiftray.data.arrays import DomainArrays, DomainData
 from shiftray.data.normalize import fit_normalization
 from shiftray.errors import UserInputError
-from shiftray.registry import DATASETS, METHODS
+from shiftray.registry import DATASETS, METHODS, reads_tokens
 
 
 def load_domain_data(
@@ -34,7 +34,7 @@ def load_domain_data(
                     arrays.tasks[name], task_classes[name] = bench.task_labels(domain, split, opts, column)
             if arrays.x.dtype == object:  # texts -> token ids
                 arrays.x = _token_ids(arrays.x, backbone, getattr(opts, "max_length", 128))
-            elif backbone and backbone.startswith("hf/") and arrays.x.dtype.kind == "f":
+            elif reads_tokens(backbone) and arrays.x.dtype.kind == "f":
                 raise UserInputError(
                     f"model.backbone={backbone} reads texts; {spec.benchmark!r} gives numbers. Name "
                     "the text column (data.options.text) or use a backbone for numbers"
@@ -72,14 +72,14 @@ def load_domain_data(
 
 
 def _token_ids(texts: np.ndarray, backbone: str | None, max_length: int) -> np.ndarray:
-    if not backbone or not backbone.startswith("hf/"):
+    if not reads_tokens(backbone):
         raise UserInputError(
             f"the data are texts; model.backbone={backbone!r} reads numbers. Use a text encoder, "
             "model.backbone: hf/<hub name or folder> (e.g. hf/sentence-transformers/all-MiniLM-L6-v2)"
         )
-    from shiftray.models.text import tokenize
+    from shiftray.models.text import tokenize, tokenizer_of
 
-    return tokenize(texts, backbone.removeprefix("hf/"), max_length)
+    return tokenize(texts, tokenizer_of(backbone), max_length)
 
 
 def few_labelled(

@@ -54,6 +54,7 @@ class AdaptationMethod(nn.Module):
     needs_strong: bool = False
     refresh_every: int = 0
     needs_whole_target: bool = False  # per-example state over the target set (in-memory data)
+    accepts_lora: bool = True  # trains with finetune.lora adapters (SHOT starts from a whole model)
     needs_raw_inputs: bool = False  # batches hold raw inputs (a teacher reads them): no caching
 
     def __init__(self, params: BaseModel, info: ModelInfo) -> None:

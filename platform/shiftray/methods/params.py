@@ -8,7 +8,7 @@ shiftray.methods.dann import DANNParams`` works, and ``DANN.Params is DANNParams
 
 What validation must know of a method besides its parameters is a class variable here too:
 ``needs_whole_target`` (per-example state over the whole target set, so the target cannot be
-streamed). The method class reads it from its Params, so it is declared once.
+streamed), ``uses_source``, ``accepts_lora``. The method class reads it from its Params, so it is declared once.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     needs_whole_target: ClassVar[bool] = False
     uses_source: ClassVar[bool] = True
+    accepts_lora: ClassVar[bool] = True  # False: it starts from a whole trained model
 
 
 class ERMParams(MethodParams):
@@ -85,6 +86,7 @@ class MeanTeacherParams(MethodParams):
 class SHOTParams(MethodParams):
     needs_whole_target: ClassVar[bool] = True  # global pseudo-labels indexed by target example
     uses_source: ClassVar[bool] = False  # source-free: the source is never read
+    accepts_lora: ClassVar[bool] = False  # it adapts a whole source model, not new adapters
 
     source_checkpoint: str | None = Field(None, description="source-trained run or checkpoint dir")
     beta: float = Field(0.3, ge=0.0, description="pseudo-label loss weight")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from shiftray.errors import UserInputError
-from shiftray.registry import BACKBONES
+from shiftray.registry import BACKBONES, family_of
 
 
 @dataclass
@@ -62,6 +62,9 @@ def lenet(input_shape, pretrained=False, channels=(20, 50), dropout=0.5) -> Back
     return Backbone(
         module.train(), int(out_dim), (0.5,) * c_in, (0.5,) * c_in, groups_by_child(module)
     )
+
+
+lenet.nhwc_on_cpu = True  # channels_last: auto uses NHWC on CPU too (measured faster)
 
 
 def mlp(input_shape, pretrained=False, hidden=(256,), activation="relu", dropout=0.0) -> Backbone:
@@ -123,27 +126,12 @@ def timm_backbone(name: str, input_shape, pretrained: bool | str = False, **kwar
     return Backbone(_TimmFeatures(model), int(model.num_features), mean, std, groups)
 
 
-# backbones named by a library's own model names, beside the registered ones (`shiftray ls`)
-FAMILIES = {
-    "timm/<name>": "any timm image model, e.g. timm/resnet50 (weights from the hub or a file)",
-    "hf/<name>": "a transformers text encoder, e.g. hf/distilbert-base-uncased (hub name or a "
-    "local folder; the tokenizer comes with it)",
-    "clip/<name>": "a CLIP image tower for zero-shot and transfer, e.g. clip/openai/clip-vit-base-patch32 "
-    "(hub name or a local folder)",
-}
-
-
 def build_backbone(name: str, input_shape, pretrained: bool | str, kwargs: dict) -> Backbone:
-    if name.startswith("clip/"):
-        from shiftray.models.zeroshot import clip_backbone
-
-        return clip_backbone(name.removeprefix("clip/"), input_shape, pretrained, **kwargs)
-    if name.startswith("hf/"):
-        from shiftray.models.text import hf_backbone
-
-        return hf_backbone(name.removeprefix("hf/"), input_shape, pretrained, **kwargs)
-    if name.startswith("timm/"):
-        return timm_backbone(name.removeprefix("timm/"), input_shape, pretrained, **kwargs)
+    """A registered backbone by name, or one of a family (`shiftray.registry.FAMILIES`:
+    ``timm/``, ``hf/``, ``clip/``) by its library's model name."""
+    fam = family_of(name)
+    if fam is not None:
+        return fam.load()(name.removeprefix(fam.prefix), input_shape, pretrained, **kwargs)
     try:
         return BACKBONES.get(name)(tuple(input_shape), pretrained, **kwargs)
     except TypeError as e:

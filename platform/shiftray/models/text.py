@@ -40,7 +40,10 @@ def tokenizer_of(backbone: str) -> str:
     """The tokenizer a backbone reads texts with (its hub name or folder), "" for one that reads
     numbers. The one place an input contract learns that a model reads texts
     (`shiftray.data.readers.base.job_input_contract`); serving asks the contract, never names."""
-    return backbone.removeprefix("hf/") if backbone.startswith("hf/") else ""
+    from shiftray.registry import family_of
+
+    fam = family_of(backbone)
+    return backbone.removeprefix(fam.prefix) if fam is not None and fam.reads == "tokens" else ""
 
 
 def resolve(name: str) -> str:

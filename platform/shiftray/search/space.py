@@ -71,13 +71,13 @@ def trial_raw(raw: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 def default_validators(spec: JobSpec) -> list[str]:
     """Every registered validator this job can score (those reading held-out source rows only
     when it holds some out and its method reads the source; MixVal not on token ids)."""
-    from shiftray.registry import VALIDATORS
+    from shiftray.registry import VALIDATORS, reads_tokens
 
     can_source = spec.data.source_val_fraction > 0 and uses_source(spec.method.name)
-    text = spec.model.backbone.startswith("hf/")
+    text = reads_tokens(spec.model.backbone)
     return [n for n in VALIDATORS.names()
             if (can_source or not getattr(VALIDATORS.get(n), "needs_source", False))
-            and not (text and n == "mixval")]  # fmt: skip
+            and not (text and getattr(VALIDATORS.get(n), "mixes_inputs", False))]  # fmt: skip
 
 
 def check_space(raw: dict[str, Any], search: SearchSpec, origin: str) -> None:

@@ -49,9 +49,13 @@ class StepConfig:
 
 def _nhwc_wins(spec: JobSpec, cuda: bool) -> bool:
     """``channels_last: auto``: NHWC on GPUs (tensor-core convolutions want it); on CPU only for
-    shiftray's LeNet, where `bench/memory_format.py` measured a step x1.64 (28 px) and x1.59
-    (32 px RGB) faster, while timm's resnet18 at 64 px ran x0.84 (slower) in NHWC."""
-    return cuda or spec.model.backbone == "lenet"
+    backbones that say so (``nhwc_on_cpu``: shiftray's LeNet, where `bench/memory_format.py`
+    measured a step x1.64 (28 px) and x1.59 (32 px RGB) faster, while timm's resnet18 at 64 px
+    ran x0.84, slower, in NHWC)."""
+    from shiftray.registry import BACKBONES, family_of
+
+    name = spec.model.backbone
+    return cuda or (family_of(name) is None and getattr(BACKBONES.get(name), "nhwc_on_cpu", False))
 
 
 def compile_network(model: nn.Module) -> nn.Module:

@@ -122,6 +122,7 @@ class Benchmark:
     """Base: subclasses set ``name``, ``Options``, ``classes`` and implement ``read``."""
 
     name: str = ""
+    streamable: bool = False  # its domains are Parquet shards Ray Data can stream (data.stream)
     Options: type[BaseModel] = NoOptions
     classes: list[str] = []
     splits: tuple[str, ...] = ("train", "test")

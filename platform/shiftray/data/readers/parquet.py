@@ -24,6 +24,7 @@ class ParquetDomains(Benchmark):
     """Domain tables written by `shiftray data prepare` (or by you, in the same schema)."""
 
     name = "parquet"
+    streamable = True
     Options = ParquetOptions
 
     @classmethod

@@ -52,12 +52,13 @@ class ValidationData:
 Validator = Callable[[ValidationData], float]
 
 
-def validator(needs_source: bool = False, needs_inputs: bool = False):
+def validator(needs_source: bool = False, needs_inputs: bool = False, mixes_inputs: bool = False):
     """Mark a function ``ValidationData -> float`` (higher is better) as a validator and say
-    what it reads beyond the target outputs."""
+    what it reads beyond the target outputs; ``mixes_inputs``: it mixes inputs arithmetically
+    (MixVal), which token ids do not allow."""
 
     def mark(fn):
-        fn.needs_source, fn.needs_inputs = needs_source, needs_inputs
+        fn.needs_source, fn.needs_inputs, fn.mixes_inputs = needs_source, needs_inputs, mixes_inputs
         return fn
 
     return mark

@@ -128,7 +128,7 @@ def mix_partners(labels: np.ndarray, same: bool, rng: np.random.Generator) -> np
     return out
 
 
-@validator(needs_inputs=True)
+@validator(needs_inputs=True, mixes_inputs=True)
 def mixval(d: ValidationData) -> float:
     """MixVal (Hu et al., "Mixed Samples as Probes for Unsupervised Model Selection in Domain
     Adaptation", NeurIPS 2023): probe the model with mixed target inputs
