@@ -37,16 +37,20 @@ def _metrics(rec: dict) -> list[str]:
     return parts
 
 
-def format_record(name: str, rec: dict, total: int, started: float) -> str:
+def format_record(name: str, rec: dict, total: int, origin: tuple[float, int] | None,
+                  now: float | None = None) -> str:  # fmt: skip
+    """One plain progress line. The ETA is the wall-clock rate seen since ``origin`` (the time
+    and step of the first record this driver saw), so it counts evaluations and checkpoints
+    and not Ray's start-up; ``it/s`` is the loop's own rate over its last training steps."""
     step = rec.get("step", 0)
     frac = step / total if total else 0.0
     width = 24
     filled = int(width * frac)
     bar = "#" * filled + "-" * (width - filled)
     parts = [f"{name:<28.28} [{bar}] {step:>6}/{total}", *_metrics(rec)]
-    elapsed = time.time() - started
-    if 0 < frac < 1:
-        parts.append(f"ETA {_fmt_eta(elapsed / frac * (1 - frac))}")
+    if origin is not None and 0 < frac < 1 and step > origin[1]:
+        per_step = ((now or time.time()) - origin[0]) / (step - origin[1])
+        parts.append(f"ETA {_fmt_eta(per_step * (total - step))}")
     return "  ".join(parts)
 
 
@@ -71,7 +75,7 @@ class LiveProgress:
         self._stop = threading.Event()
         self._offset = self.path.stat().st_size if self.path.exists() else 0
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._started = time.time()
+        self._origin: tuple[float, int] | None = None  # (time, step) of the first record seen
         self._next_milestone = 0
         self._bar = self._task = None
 
@@ -97,6 +101,8 @@ class LiveProgress:
             self._bar.stop()
 
     def _show(self, rec: dict) -> None:
+        if self._origin is None:
+            self._origin = (time.time(), rec.get("step", 0))
         if self._bar is not None:
             metrics = "  ".join(_metrics(rec))
             self._bar.update(self._task, completed=rec.get("step", 0), metrics=metrics)
@@ -105,7 +111,7 @@ class LiveProgress:
                 line = "  ".join([self.name, step, metrics])
                 self._bar.console.print(line, markup=False, highlight=False)
         elif "target_acc" in rec or rec.get("step", 0) >= self._next_milestone:
-            text = format_record(self.name, rec, self.total, self._started)
+            text = format_record(self.name, rec, self.total, self._origin)
             self.stream.write(text + "\n")  # not a terminal: every 10% and every evaluation
             self._next_milestone = rec.get("step", 0) + max(1, self.total // 10)
 

@@ -62,3 +62,16 @@ def test_progress_is_a_rich_bar_on_a_terminal(tmp_path):
     text = console.file.getvalue()
     assert "100/100" in text and "━" in text  # the bar, complete
     assert "job  step 50/100  loss 0.020  target_acc 55.00" in text  # evaluations stay
+
+
+def test_the_eta_follows_the_wall_clock_rate_seen_since_the_first_record():
+    """A Ray run's first record comes after start-up; the ETA counts from it, at the rate the
+    driver sees (evaluations included), so '1470 it/s ETA 0m52s' for 5,000 steps cannot
+    happen: here 1,000 steps in 10 s leave 3,000 steps, 30 s."""
+    from shiftray.progress import format_record
+
+    line = format_record(
+        "job", {"step": 2000, "steps_per_s": 150.0}, 5000, (100.0, 1000), now=110.0
+    )
+    assert "150.0 it/s" in line and line.endswith("ETA 0m30s")
+    assert "ETA" not in format_record("job", {"step": 1000}, 5000, (100.0, 1000), now=100.0)
