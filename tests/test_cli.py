@@ -195,3 +195,33 @@ def test_init_writes_a_spec_that_validates_and_trains(kind, tmp_path, capsys):
              "tracking.wandb=disabled", f"tracking.output_dir={tmp_path}/runs"]  # fmt: skip
     assert main(["run", str(job), *over, *short, "--no-ray", "--quiet"]) == 0, capsys.readouterr()
     assert "target_acc" in capsys.readouterr().out
+
+
+def test_shipped_jobs_are_listed_copied_and_in_the_wheel(tmp_path, capsys):
+    """A pip user reaches the shipped specs: `shiftray jobs` lists them, `jobs copy` copies
+    them to edit, and the wheel carries every one (under <prefix>/share/shiftray/jobs)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    shipped = sorted(ROOT.glob("jobs/*/*.yaml"))
+    assert main(["jobs"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(shipped)} job specs" in out and "amazon/dann " in out
+    assert main(["jobs", "copy", "amazon/dann", "--to", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine/amazon/dann.yaml").read_text() == (
+        ROOT / "jobs/amazon/dann.yaml"
+    ).read_text()
+    assert (
+        main(["jobs", "copy", "amazon/dann", "--to", str(tmp_path / "mine")]) == 2
+    )  # no overwrite
+    assert main(["jobs", "copy", "amazon/nope", "--to", str(tmp_path / "mine")]) == 2
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheel_dir)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = wheel_dir.glob("shiftray-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    carried = sorted(
+        n.split("share/shiftray/jobs/")[1] for n in names if "share/shiftray/jobs/" in n
+    )
+    assert carried == [str(p.relative_to(ROOT / "jobs")) for p in shipped]

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.chdir:
             os.chdir(args.chdir)
         return args.func(args)
+    except BrokenPipeError:  # `shiftray ls | head`: the reader has left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UserInputError, FileNotFoundError, ValidationError) as e:  # the user's input: one
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)  # line; a bug keeps
         print(f"error: {msg}", file=sys.stderr)  # its traceback

@@ -99,6 +99,33 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    import shutil
+
+    from shiftray.config.shipped import about, jobs_dir, shipped_jobs
+
+    jobs = shipped_jobs()
+    if not jobs:
+        raise UserInputError("no shipped job specs found (neither a checkout's jobs/ nor "
+                             "<prefix>/share/shiftray/jobs)")  # fmt: skip
+    if not args.names:
+        print(f"{len(jobs)} job specs in {jobs_dir()}:")
+        for name, path in jobs.items():
+            print(f"  {name:<34} {about(path)}")
+        return 0
+    if unknown := [n for n in args.names if n.removesuffix(".yaml") not in jobs]:
+        raise UserInputError(f"no shipped job {', '.join(unknown)}; `shiftray jobs` lists them")
+    out = Path(args.to)
+    for name in args.names:
+        dest = out / f"{name.removesuffix('.yaml')}.yaml"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and not args.force:
+            raise UserInputError(f"{dest} exists: --force replaces it")
+        shutil.copyfile(jobs[name.removesuffix(".yaml")], dest)
+        print(f"wrote {dest}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     i = sub.add_parser("init", help="write a commented job spec for your own data")
     i.add_argument(
@@ -119,6 +146,13 @@ def add_parsers(sub) -> None:
     i.add_argument("--out", default=None, help="write here (default: print)")
     i.add_argument("--force", action="store_true", help="replace --out if it exists")
     i.set_defaults(func=cmd_init)
+    j = sub.add_parser("jobs", help="list the shipped job specs (jobs copy: copy some to edit)")
+    j.set_defaults(func=cmd_jobs, names=[])
+    jc = j.add_subparsers(dest="jobs_command").add_parser("copy", help="copy shipped specs")
+    jc.add_argument("names", nargs="+", metavar="BENCHMARK/NAME", help="e.g. amazon/dann")
+    jc.add_argument("--to", default="jobs", help="where copies go (default: ./jobs)")
+    jc.add_argument("--force", action="store_true", help="replace existing copies")
+    jc.set_defaults(func=cmd_jobs)
     v = sub.add_parser("validate", help="check job specs without running them")
     v.add_argument("items", nargs="+", metavar="JOB.yaml|override")
     v.add_argument("--print", action="store_true", help="print the resolved spec")
