@@ -27,7 +27,7 @@ def test_fit_load_predict_a_vector_model(tmp_path):
     x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     pred = model.predict(x, batch_size=128)  # three batches, concatenated in order
     assert len(pred) == 300 and pred.probabilities.shape == (300, 3)
-    assert (pred.index == model.predict(x[:7]).index[:7].tolist() + pred.index[7:].tolist()).all()
+    assert (pred.index[:7] == model.predict(x[:7]).index).all()  # batching changes no answer
     assert np.allclose(pred.probabilities[200:], model.predict(x[200:]).probabilities, atol=1e-6)
     assert model.features(x[:5]).shape == (5, 16) and pred.shift_score.shape == (300,)
     assert model.predict(x[0]).label.shape == (1,)  # one instance
